@@ -1,0 +1,265 @@
+"""Pure-Python twin of :mod:`mio._frame`: the MIO frame codec.
+
+This module and the compiled ``_frame.pyx`` must behave identically; the test suite runs
+every codec test against both. See ``docs/PROTOCOL.md`` for the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import FrameError
+from .wire import FLAG_MASK, HEADER_SIZE, MAX_STREAM_ID, MAX_VALUE
+
+__all__ = (
+    "FrameDecoder",
+    "pack_header",
+    "encode_open",
+    "encode_data",
+    "encode_window_update",
+    "encode_rst",
+    "encode_session_window_update",
+    "encode_fin",
+    "append_frame",
+    "append_data",
+    "KIND_OPEN",
+    "KIND_WINDOW_UPDATE",
+    "KIND_RST",
+    "KIND_SESSION_WINDOW_UPDATE",
+    "KIND_FIN",
+)
+
+# Frame kinds as passed to ``on_frame``; each is the frame's flags octet.
+KIND_OPEN = 0x0C
+KIND_DATA = 0x01
+KIND_DATA_HFR = 0x11
+KIND_WINDOW_UPDATE = 0x09
+KIND_RST = 0x04
+KIND_SESSION_WINDOW_UPDATE = 0x08
+KIND_FIN = 0x02
+
+_STREAM_KINDS = frozenset((KIND_OPEN, KIND_DATA, KIND_DATA_HFR, KIND_WINDOW_UPDATE, KIND_RST))
+_SESSION_KINDS = frozenset((KIND_SESSION_WINDOW_UPDATE, KIND_FIN))
+
+
+def _check(stream_id: int, value: int) -> None:
+    if not 0 <= stream_id <= MAX_STREAM_ID:
+        raise ValueError(f"stream id {stream_id} out of range 0..{MAX_STREAM_ID}")
+    if not 0 <= value <= MAX_VALUE:
+        raise ValueError(f"frame value {value} out of range 0..{MAX_VALUE}")
+
+
+def pack_header(stream_id: int, value: int, flags: int) -> bytes:
+    """Return the 8-octet header for ``stream_id``, ``value`` and ``flags``."""
+    _check(stream_id, value)
+    if not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags {flags} out of range 0..255")
+    return (stream_id << 32 | value << 8 | flags).to_bytes(8, "big")
+
+
+def encode_open(stream_id: int, window: int) -> bytes:
+    """OPEN (0x0C): open ``stream_id`` advertising ``window`` for both directions."""
+    return pack_header(stream_id, window, KIND_OPEN)
+
+
+def encode_window_update(stream_id: int, increment: int) -> bytes:
+    """Stream WINDOW UPDATE (0x09)."""
+    return pack_header(stream_id, increment, KIND_WINDOW_UPDATE)
+
+
+def encode_rst(stream_id: int, code: int) -> bytes:
+    """RST (0x04) of ``stream_id`` with error ``code``."""
+    return pack_header(stream_id, code, KIND_RST)
+
+
+def encode_session_window_update(increment: int = 0) -> bytes:
+    """Session WINDOW UPDATE (0x08 on stream 0); increment 0 is a keepalive."""
+    return pack_header(0, increment, KIND_SESSION_WINDOW_UPDATE)
+
+
+def encode_fin(code: int = 0) -> bytes:
+    """Session FIN (0x02 on stream 0) with error ``code``."""
+    return pack_header(0, code, KIND_FIN)
+
+
+def _check_frame_size(max_frame_size: int) -> None:
+    if not 1 <= max_frame_size <= MAX_VALUE:
+        raise ValueError(f"max_frame_size {max_frame_size} out of range 1..{MAX_VALUE}")
+
+
+def encode_data(
+    stream_id: int, data: Any, max_frame_size: int = MAX_VALUE, hfr: bool = False
+) -> list[Any]:
+    """Split ``data`` into DATA frames of at most ``max_frame_size`` payload octets.
+
+    Returns a list alternating header ``bytes`` and payload ``memoryview`` slices of
+    ``data`` (no payload is copied), ready for ``transport.writelines``. With ``hfr`` the
+    last frame carries HFR (half-close); empty ``data`` with ``hfr`` gives one empty
+    DATA+HFR frame, empty ``data`` without it gives an empty list.
+    """
+    _check_frame_size(max_frame_size)
+    _check(stream_id, 0)
+    if stream_id == 0:
+        raise ValueError("DATA frames need a non-zero stream id")
+    view = memoryview(data).cast("B")
+    n = len(view)
+    out: list[Any] = []
+    if n == 0:
+        if hfr:
+            out.append(pack_header(stream_id, 0, KIND_DATA_HFR))
+        return out
+    pos = 0
+    while pos < n:
+        size = min(max_frame_size, n - pos)
+        last = pos + size == n
+        out.append(pack_header(stream_id, size, KIND_DATA_HFR if hfr and last else KIND_DATA))
+        out.append(view[pos : pos + size])
+        pos += size
+    return out
+
+
+def append_frame(buf: bytearray, stream_id: int, value: int, flags: int) -> None:
+    """Append one header-only frame to ``buf``."""
+    buf += pack_header(stream_id, value, flags)
+
+
+def append_data(
+    buf: bytearray, stream_id: int, data: Any, max_frame_size: int = MAX_VALUE, hfr: bool = False
+) -> None:
+    """Append the DATA frames of ``data`` (see :func:`encode_data`) to ``buf``."""
+    for piece in encode_data(stream_id, data, max_frame_size, hfr):
+        buf += piece
+
+
+class FrameDecoder:
+    """Incremental MIO frame decoder.
+
+    Feed it bytes as they arrive, in chunks of any size. For each frame it makes one call:
+
+    * ``on_data(stream_id, payload, end)`` for DATA and DATA+HFR. A payload that spans
+      several feeds is delivered in pieces as it arrives (one call per piece); ``end`` is
+      true on the last piece of a DATA+HFR frame only. Empty DATA frames are delivered too.
+    * ``on_frame(kind, stream_id, value)`` for every other frame: ``kind`` is one of the
+      ``KIND_*`` constants (the frame's flags octet with reserved bits cleared).
+
+    Invalid frames raise :class:`~mio.FrameError` naming the frame; after an error the
+    decoder is broken and every later :meth:`feed` raises the same error. Callbacks must
+    not raise: an exception from a callback propagates and the rest of that chunk is lost.
+    """
+
+    __slots__ = (
+        "_on_data",
+        "_on_frame",
+        "_max_frame_size",
+        "_hbuf",
+        "_remaining",
+        "_sid",
+        "_hfr",
+        "_offset",
+        "_error",
+    )
+
+    def __init__(
+        self,
+        on_data: Callable[[int, bytes, bool], object],
+        on_frame: Callable[[int, int, int], object],
+        max_frame_size: int = MAX_VALUE,
+    ) -> None:
+        _check_frame_size(max_frame_size)
+        self._on_data = on_data
+        self._on_frame = on_frame
+        self._max_frame_size = max_frame_size
+        self._hbuf = bytearray()
+        self._remaining = 0
+        self._sid = 0
+        self._hfr = False
+        self._offset = 0
+        self._error: FrameError | None = None
+
+    @property
+    def max_frame_size(self) -> int:
+        """Largest DATA payload accepted; a larger one is a :class:`~mio.FrameError`."""
+        return self._max_frame_size
+
+    @property
+    def offset(self) -> int:
+        """Bytes decoded so far (a partial header counts once it is complete)."""
+        return self._offset
+
+    @property
+    def in_frame(self) -> bool:
+        """True when the bytes fed so far end inside a frame (header or payload)."""
+        return bool(self._hbuf) or self._remaining > 0
+
+    def feed(self, data: Any) -> None:
+        """Decode ``data`` (any bytes-like object), dispatching every complete frame."""
+        if self._error is not None:
+            raise self._error
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        n = len(data)
+        pos = 0
+        on_data = self._on_data
+        while pos < n:
+            remaining = self._remaining
+            if remaining:
+                take = min(remaining, n - pos)
+                self._remaining = remaining - take
+                self._offset += take
+                chunk = data[pos : pos + take]
+                pos += take
+                on_data(self._sid, chunk, self._hfr and self._remaining == 0)
+                continue
+            hbuf = self._hbuf
+            if hbuf or n - pos < HEADER_SIZE:
+                take = min(HEADER_SIZE - len(hbuf), n - pos)
+                hbuf += data[pos : pos + take]
+                pos += take
+                if len(hbuf) < HEADER_SIZE:
+                    break
+                word = int.from_bytes(hbuf, "big")
+                hbuf.clear()
+            else:
+                word = int.from_bytes(data[pos : pos + HEADER_SIZE], "big")
+                pos += HEADER_SIZE
+            self._header(word)
+
+    def _fail(self, message: str, flags: int, stream_id: int) -> None:
+        self._error = FrameError(message, self._offset, flags, stream_id)
+        raise self._error
+
+    def _header(self, word: int) -> None:
+        stream_id = (word >> 32) & MAX_STREAM_ID
+        value = (word >> 8) & MAX_VALUE
+        raw_flags = word & 0xFF
+        kind = raw_flags & FLAG_MASK
+        if kind == KIND_DATA or kind == KIND_DATA_HFR:
+            if stream_id == 0:
+                self._fail("DATA frame on stream 0", raw_flags, stream_id)
+            if value > self._max_frame_size:
+                self._fail(
+                    f"DATA payload of {value} bytes exceeds the maximum frame size "
+                    f"{self._max_frame_size}",
+                    raw_flags,
+                    stream_id,
+                )
+            self._offset += HEADER_SIZE
+            hfr = kind == KIND_DATA_HFR
+            if value:
+                self._remaining = value
+                self._sid = stream_id
+                self._hfr = hfr
+            else:
+                self._on_data(stream_id, b"", hfr)
+            return
+        if kind in _STREAM_KINDS:
+            if stream_id == 0:
+                self._fail("stream frame on stream 0", raw_flags, stream_id)
+        elif kind in _SESSION_KINDS:
+            if stream_id != 0:
+                self._fail("session frame on a non-zero stream id", raw_flags, stream_id)
+        else:
+            self._fail("flags are not a frame kind", raw_flags, stream_id)
+        self._offset += HEADER_SIZE
+        self._on_frame(kind, stream_id, value)

@@ -1,0 +1,3 @@
+"""The version of mio, in one place (read by setuptools and by ``mio --version``)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled per-stream flow-control accounting. Its pure-Python twin is :mod:`mio._window_py`.
+
+Both must behave identically (the test suite runs every window test against each).
+"""
+
+from libc.stdint cimport int64_t
+
+from .errors import FlowControlError
+from .wire import MAX_WINDOW
+
+cdef enum:
+    C_MAX_WINDOW = 0x7FFFFFFF
+
+
+cdef class SendWindow:
+    """Credit this side may still send on a stream.
+
+    Starts at the stream's initial window; :meth:`reserve` takes credit for bytes about to be
+    sent and :meth:`grow` adds the increment of a received WINDOW UPDATE.
+    """
+
+    cdef int64_t _available
+
+    def __init__(self, initial):
+        if not 0 <= initial <= C_MAX_WINDOW:
+            raise ValueError(f"initial window {initial} out of range 0..{MAX_WINDOW}")
+        self._available = initial
+
+    @property
+    def available(self):
+        """Bytes that may be sent now."""
+        return self._available
+
+    def reserve(self, n):
+        """Take up to ``n`` bytes of credit; return how many may be sent now (maybe 0)."""
+        if n < 0:
+            raise ValueError("cannot reserve a negative number of bytes")
+        cdef int64_t take
+        if n > self._available:
+            take = self._available
+        else:
+            take = n
+        self._available -= take
+        return take
+
+    def grow(self, increment):
+        """Add a received window increment; return the new available credit.
+
+        Raises:
+            FlowControlError: the window would exceed the protocol limit ``MAX_WINDOW``.
+        """
+        if increment < 0:
+            raise ValueError("window increment must not be negative")
+        if increment > C_MAX_WINDOW - self._available:
+            raise FlowControlError(
+                f"window update of {increment} overflows the send window "
+                f"({self._available} + {increment} > {MAX_WINDOW})"
+            )
+        self._available += <int64_t>increment
+        return self._available
+
+
+cdef class RecvWindow:
+    """Receive-side accounting of one stream, with batched updates and auto-tuning.
+
+    The peer may have at most ``window`` bytes in flight (received but not yet announced
+    as consumed). :meth:`receive` accounts arriving bytes and raises on a violation;
+    :meth:`consume` accounts bytes the application read and returns the increment to
+    announce, batched: an update is due only once at least half the window was consumed.
+
+    Auto-tuning: when ``max_window`` is above the initial window and, since the last update,
+    the peer came within a quarter of the window's end (it was limited by the window while
+    the reader kept up), the window doubles (up to ``max_window``) and the growth is added
+    to the increment. Memory per stream stays bounded by ``max_window``.
+    """
+
+    cdef int64_t _window
+    cdef int64_t _max_window
+    cdef int64_t _available
+    cdef int64_t _buffered
+    cdef int64_t _pending
+    cdef int64_t _low
+
+    def __init__(self, initial, max_window=None):
+        if max_window is None:
+            max_window = initial
+        if not 0 < initial <= C_MAX_WINDOW:
+            raise ValueError(f"initial window {initial} out of range 1..{MAX_WINDOW}")
+        if not initial <= max_window <= C_MAX_WINDOW:
+            raise ValueError(f"max window {max_window} out of range {initial}..{MAX_WINDOW}")
+        self._window = initial
+        self._max_window = max_window
+        self._available = initial
+        self._buffered = 0
+        self._pending = 0
+        self._low = initial
+
+    @property
+    def window(self):
+        """Current window size (grows with auto-tuning)."""
+        return self._window
+
+    @property
+    def max_window(self):
+        """Ceiling of auto-tuning."""
+        return self._max_window
+
+    @property
+    def available(self):
+        """Bytes the peer may still send before its window is exhausted."""
+        return self._available
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet consumed by the application."""
+        return self._buffered
+
+    @property
+    def pending(self):
+        """Bytes consumed but not yet announced to the peer."""
+        return self._pending
+
+    def receive(self, n):
+        """Account ``n`` received payload bytes.
+
+        Raises:
+            FlowControlError: the peer sent more than its window allows.
+        """
+        if n < 0:
+            raise ValueError("cannot receive a negative number of bytes")
+        if n > self._available:
+            raise FlowControlError(
+                f"peer sent {n} bytes with only {self._available} bytes of window left"
+            )
+        cdef int64_t k = n
+        self._available -= k
+        self._buffered += k
+        if self._available < self._low:
+            self._low = self._available
+
+    def consume(self, n):
+        """Account ``n`` bytes read by the application; return the increment to send, or 0."""
+        if not 0 <= n <= self._buffered:
+            raise ValueError(f"cannot consume {n} bytes, {self._buffered} are buffered")
+        cdef int64_t k = n
+        cdef int64_t grown
+        self._buffered -= k
+        cdef int64_t pending = self._pending + k
+        cdef int64_t window = self._window
+        if pending < (window >> 1) or pending == 0:
+            self._pending = pending
+            return 0
+        if self._low <= (window >> 2) and window < self._max_window:
+            grown = window << 1
+            if grown > self._max_window:
+                grown = self._max_window
+            pending += grown - window
+            self._window = grown
+        self._available += pending
+        self._pending = 0
+        self._low = self._available
+        return pending
+
+    def flush(self):
+        """Announce every consumed byte now (e.g. when the reader waits); return the increment."""
+        cdef int64_t pending = self._pending
+        self._available += pending
+        self._pending = 0
+        self._low = self._available
+        return pending
