@@ -7,6 +7,17 @@ from __future__ import annotations
 
 from ._impl import EXTENSIONS_ACTIVE
 from ._version import __version__
+from .api import (
+    Server,
+    connect,
+    connect_unix,
+    pipe,
+    serve,
+    serve_unix,
+    session_from_socket,
+    session_from_streams,
+)
+from .config import Config
 from .errors import (
     FlowControlError,
     FrameError,
@@ -18,11 +29,24 @@ from .errors import (
     StreamRefusedError,
     StreamResetError,
 )
+from .session import Session
+from .stream import Stream
 from .wire import ErrorCode, Flag, FrameKind
 
 __all__ = (
     "__version__",
     "EXTENSIONS_ACTIVE",
+    "Config",
+    "Session",
+    "Stream",
+    "Server",
+    "connect",
+    "serve",
+    "connect_unix",
+    "serve_unix",
+    "session_from_socket",
+    "session_from_streams",
+    "pipe",
     "ErrorCode",
     "Flag",
     "FrameKind",

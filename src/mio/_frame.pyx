@@ -9,11 +9,32 @@ and wraparound checks are off; every read of input is guarded by ``pos < n`` ari
 from cpython.buffer cimport PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from .errors import FrameError
 from .wire import MAX_STREAM_ID, MAX_VALUE
+
+__all__ = (
+    "FrameDecoder",
+    "pack_header",
+    "encode_open",
+    "encode_data",
+    "encode_window_update",
+    "encode_rst",
+    "encode_session_window_update",
+    "encode_fin",
+    "append_frame",
+    "append_data",
+    "KIND_OPEN",
+    "KIND_DATA",
+    "KIND_DATA_HFR",
+    "KIND_WINDOW_UPDATE",
+    "KIND_RST",
+    "KIND_SESSION_WINDOW_UPDATE",
+    "KIND_FIN",
+)
 
 # Frame kinds as passed to ``on_frame``; each is the frame's flags octet.
 KIND_OPEN = 0x0C
@@ -40,14 +61,25 @@ cdef enum:
     K_FIN = 0x02
 
 
+# Integer arguments go through ``PyNumber_Index`` first (``operator.index`` in the twin), so
+# a float is a TypeError in both implementations instead of being truncated here.
 cdef inline void _check(object stream_id, object value) except *:
+    stream_id = PyNumber_Index(stream_id)
     if not 0 <= stream_id <= C_MAX_STREAM_ID:
         raise ValueError(f"stream id {stream_id} out of range 0..{MAX_STREAM_ID}")
+    value = PyNumber_Index(value)
     if not 0 <= value <= C_MAX_VALUE:
         raise ValueError(f"frame value {value} out of range 0..{MAX_VALUE}")
 
 
+cdef inline void _check_flags(object flags) except *:
+    flags = PyNumber_Index(flags)
+    if not 0 <= flags <= 0xFF:
+        raise ValueError(f"flags {flags} out of range 0..255")
+
+
 cdef inline void _check_frame_size(object max_frame_size) except *:
+    max_frame_size = PyNumber_Index(max_frame_size)
     if not 1 <= max_frame_size <= C_MAX_VALUE:
         raise ValueError(f"max_frame_size {max_frame_size} out of range 1..{MAX_VALUE}")
 
@@ -73,8 +105,7 @@ cdef inline bytes _header(uint32_t sid, uint32_t value, uint8_t flags):
 def pack_header(stream_id, value, flags):
     """Return the 8-octet header for ``stream_id``, ``value`` and ``flags``."""
     _check(stream_id, value)
-    if not 0 <= flags <= 0xFF:
-        raise ValueError(f"flags {flags} out of range 0..255")
+    _check_flags(flags)
     return _header(stream_id, value, flags)
 
 
@@ -142,17 +173,20 @@ def encode_data(stream_id, data, max_frame_size=MAX_VALUE, hfr=False):
     return out
 
 
-def append_frame(bytearray buf, stream_id, value, flags):
+def append_frame(bytearray buf not None, stream_id, value, flags):
     """Append one header-only frame to ``buf``."""
     _check(stream_id, value)
-    if not 0 <= flags <= 0xFF:
-        raise ValueError(f"flags {flags} out of range 0..255")
+    _check_flags(flags)
+    # Convert before resizing, so a failed conversion never leaves bytes behind in ``buf``.
+    cdef uint32_t sid = stream_id
+    cdef uint32_t v = value
+    cdef uint8_t f = flags
     cdef Py_ssize_t old = PyByteArray_GET_SIZE(buf)
     PyByteArray_Resize(buf, old + C_HEADER_SIZE)
-    _write_header(PyByteArray_AS_STRING(buf) + old, stream_id, value, flags)
+    _write_header(PyByteArray_AS_STRING(buf) + old, sid, v, f)
 
 
-def append_data(bytearray buf, stream_id, data, max_frame_size=MAX_VALUE, hfr=False):
+def append_data(bytearray buf not None, stream_id, data, max_frame_size=MAX_VALUE, hfr=False):
     """Append the DATA frames of ``data`` (see :func:`encode_data`) to ``buf``."""
     _check_frame_size(max_frame_size)
     _check(stream_id, 0)

@@ -7,6 +7,7 @@ every codec test against both. See ``docs/PROTOCOL.md`` for the wire format.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import index as _index
 from typing import Any
 
 from .errors import FrameError
@@ -24,6 +25,8 @@ __all__ = (
     "append_frame",
     "append_data",
     "KIND_OPEN",
+    "KIND_DATA",
+    "KIND_DATA_HFR",
     "KIND_WINDOW_UPDATE",
     "KIND_RST",
     "KIND_SESSION_WINDOW_UPDATE",
@@ -41,18 +44,49 @@ KIND_FIN = 0x02
 
 _STREAM_KINDS = frozenset((KIND_OPEN, KIND_DATA, KIND_DATA_HFR, KIND_WINDOW_UPDATE, KIND_RST))
 _SESSION_KINDS = frozenset((KIND_SESSION_WINDOW_UPDATE, KIND_FIN))
+_DATA_KINDS = frozenset((KIND_DATA, KIND_DATA_HFR))
 
 
+# Integer arguments go through ``operator.index`` first (``PyNumber_Index`` in the compiled
+# module), so a float is a TypeError in both implementations.
 def _check(stream_id: int, value: int) -> None:
+    stream_id = _index(stream_id)
     if not 0 <= stream_id <= MAX_STREAM_ID:
         raise ValueError(f"stream id {stream_id} out of range 0..{MAX_STREAM_ID}")
+    value = _index(value)
     if not 0 <= value <= MAX_VALUE:
         raise ValueError(f"frame value {value} out of range 0..{MAX_VALUE}")
 
 
+def _check_buf(buf: bytearray) -> None:
+    # The compiled module types ``buf`` as exactly ``bytearray`` (not None, no subclass).
+    if type(buf) is not bytearray:
+        raise TypeError(
+            f"Argument 'buf' has incorrect type (expected bytearray, got {type(buf).__name__})"
+        )
+
+
+def _contiguous(data: Any) -> memoryview:
+    # What the compiled module gets from PyObject_GetBuffer(data, PyBUF_SIMPLE), same errors.
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view
+
+
 def pack_header(stream_id: int, value: int, flags: int) -> bytes:
     """Return the 8-octet header for ``stream_id``, ``value`` and ``flags``."""
-    _check(stream_id, value)
+    # _check inlined: this is the twin's per-frame encode path.
+    stream_id = _index(stream_id)
+    if not 0 <= stream_id <= MAX_STREAM_ID:
+        raise ValueError(f"stream id {stream_id} out of range 0..{MAX_STREAM_ID}")
+    value = _index(value)
+    if not 0 <= value <= MAX_VALUE:
+        raise ValueError(f"frame value {value} out of range 0..{MAX_VALUE}")
+    flags = _index(flags)
     if not 0 <= flags <= 0xFF:
         raise ValueError(f"flags {flags} out of range 0..255")
     return (stream_id << 32 | value << 8 | flags).to_bytes(8, "big")
@@ -84,6 +118,7 @@ def encode_fin(code: int = 0) -> bytes:
 
 
 def _check_frame_size(max_frame_size: int) -> None:
+    max_frame_size = _index(max_frame_size)
     if not 1 <= max_frame_size <= MAX_VALUE:
         raise ValueError(f"max_frame_size {max_frame_size} out of range 1..{MAX_VALUE}")
 
@@ -102,6 +137,7 @@ def encode_data(
     _check(stream_id, 0)
     if stream_id == 0:
         raise ValueError("DATA frames need a non-zero stream id")
+    max_frame_size = _index(max_frame_size)
     view = memoryview(data).cast("B")
     n = len(view)
     out: list[Any] = []
@@ -121,6 +157,7 @@ def encode_data(
 
 def append_frame(buf: bytearray, stream_id: int, value: int, flags: int) -> None:
     """Append one header-only frame to ``buf``."""
+    _check_buf(buf)
     buf += pack_header(stream_id, value, flags)
 
 
@@ -128,8 +165,28 @@ def append_data(
     buf: bytearray, stream_id: int, data: Any, max_frame_size: int = MAX_VALUE, hfr: bool = False
 ) -> None:
     """Append the DATA frames of ``data`` (see :func:`encode_data`) to ``buf``."""
-    for piece in encode_data(stream_id, data, max_frame_size, hfr):
-        buf += piece
+    _check_buf(buf)
+    _check_frame_size(max_frame_size)
+    _check(stream_id, 0)
+    if stream_id == 0:
+        raise ValueError("DATA frames need a non-zero stream id")
+    max_frame_size = _index(max_frame_size)
+    view = _contiguous(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        # Like the compiled module, take any contiguous buffer as its raw bytes.
+        view = memoryview(view.tobytes())
+    n = len(view)
+    if n == 0:
+        if hfr:
+            buf += pack_header(stream_id, 0, KIND_DATA_HFR)
+        return
+    pos = 0
+    while pos < n:
+        size = min(max_frame_size, n - pos)
+        last = pos + size == n
+        buf += pack_header(stream_id, size, KIND_DATA_HFR if hfr and last else KIND_DATA)
+        buf += view[pos : pos + size]
+        pos += size
 
 
 class FrameDecoder:
@@ -149,15 +206,15 @@ class FrameDecoder:
     """
 
     __slots__ = (
+        "_error",
+        "_hbuf",
+        "_hfr",
+        "_max_frame_size",
+        "_offset",
         "_on_data",
         "_on_frame",
-        "_max_frame_size",
-        "_hbuf",
         "_remaining",
         "_sid",
-        "_hfr",
-        "_offset",
-        "_error",
     )
 
     def __init__(
@@ -169,7 +226,7 @@ class FrameDecoder:
         _check_frame_size(max_frame_size)
         self._on_data = on_data
         self._on_frame = on_frame
-        self._max_frame_size = max_frame_size
+        self._max_frame_size = _index(max_frame_size)
         self._hbuf = bytearray()
         self._remaining = 0
         self._sid = 0
@@ -197,7 +254,7 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         if not isinstance(data, bytes):
-            data = bytes(data)
+            data = _contiguous(data).tobytes()
         n = len(data)
         pos = 0
         on_data = self._on_data
@@ -234,7 +291,7 @@ class FrameDecoder:
         value = (word >> 8) & MAX_VALUE
         raw_flags = word & 0xFF
         kind = raw_flags & FLAG_MASK
-        if kind == KIND_DATA or kind == KIND_DATA_HFR:
+        if kind in _DATA_KINDS:
             if stream_id == 0:
                 self._fail("DATA frame on stream 0", raw_flags, stream_id)
             if value > self._max_frame_size:

@@ -4,10 +4,16 @@
 Both must behave identically (the test suite runs every window test against each).
 """
 
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
 
 from .errors import FlowControlError
 from .wire import MAX_WINDOW
+
+__all__ = ("SendWindow", "RecvWindow")
+
+# Integer arguments go through ``PyNumber_Index`` (``operator.index`` in the twin): a
+# float is a TypeError in both implementations instead of being truncated here.
 
 cdef enum:
     C_MAX_WINDOW = 0x7FFFFFFF
@@ -23,6 +29,7 @@ cdef class SendWindow:
     cdef int64_t _available
 
     def __init__(self, initial):
+        initial = PyNumber_Index(initial)
         if not 0 <= initial <= C_MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 0..{MAX_WINDOW}")
         self._available = initial
@@ -34,6 +41,7 @@ cdef class SendWindow:
 
     def reserve(self, n):
         """Take up to ``n`` bytes of credit; return how many may be sent now (maybe 0)."""
+        n = PyNumber_Index(n)
         if n < 0:
             raise ValueError("cannot reserve a negative number of bytes")
         cdef int64_t take
@@ -50,6 +58,7 @@ cdef class SendWindow:
         Raises:
             FlowControlError: the window would exceed the protocol limit ``MAX_WINDOW``.
         """
+        increment = PyNumber_Index(increment)
         if increment < 0:
             raise ValueError("window increment must not be negative")
         if increment > C_MAX_WINDOW - self._available:
@@ -83,8 +92,10 @@ cdef class RecvWindow:
     cdef int64_t _low
 
     def __init__(self, initial, max_window=None):
+        initial = PyNumber_Index(initial)
         if max_window is None:
             max_window = initial
+        max_window = PyNumber_Index(max_window)
         if not 0 < initial <= C_MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 1..{MAX_WINDOW}")
         if not initial <= max_window <= C_MAX_WINDOW:
@@ -127,6 +138,7 @@ cdef class RecvWindow:
         Raises:
             FlowControlError: the peer sent more than its window allows.
         """
+        n = PyNumber_Index(n)
         if n < 0:
             raise ValueError("cannot receive a negative number of bytes")
         if n > self._available:
@@ -141,6 +153,7 @@ cdef class RecvWindow:
 
     def consume(self, n):
         """Account ``n`` bytes read by the application; return the increment to send, or 0."""
+        n = PyNumber_Index(n)
         if not 0 <= n <= self._buffered:
             raise ValueError(f"cannot consume {n} bytes, {self._buffered} are buffered")
         cdef int64_t k = n

@@ -6,10 +6,15 @@ every window test against both.
 
 from __future__ import annotations
 
+from operator import index as _index
+
 from .errors import FlowControlError
 from .wire import MAX_WINDOW
 
 __all__ = ("SendWindow", "RecvWindow")
+
+# Integer arguments go through ``operator.index`` (``PyNumber_Index`` in the compiled
+# module): a float is a TypeError in both implementations.
 
 
 class SendWindow:
@@ -22,6 +27,7 @@ class SendWindow:
     __slots__ = ("_available",)
 
     def __init__(self, initial: int) -> None:
+        initial = _index(initial)
         if not 0 <= initial <= MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 0..{MAX_WINDOW}")
         self._available = initial
@@ -33,6 +39,7 @@ class SendWindow:
 
     def reserve(self, n: int) -> int:
         """Take up to ``n`` bytes of credit; return how many may be sent now (maybe 0)."""
+        n = _index(n)
         if n < 0:
             raise ValueError("cannot reserve a negative number of bytes")
         avail = self._available
@@ -47,6 +54,7 @@ class SendWindow:
         Raises:
             FlowControlError: the window would exceed the protocol limit ``MAX_WINDOW``.
         """
+        increment = _index(increment)
         if increment < 0:
             raise ValueError("window increment must not be negative")
         new = self._available + increment
@@ -73,11 +81,13 @@ class RecvWindow:
     to the increment. Memory per stream stays bounded by ``max_window``.
     """
 
-    __slots__ = ("_window", "_max_window", "_available", "_buffered", "_pending", "_low")
+    __slots__ = ("_available", "_buffered", "_low", "_max_window", "_pending", "_window")
 
     def __init__(self, initial: int, max_window: int | None = None) -> None:
+        initial = _index(initial)
         if max_window is None:
             max_window = initial
+        max_window = _index(max_window)
         if not 0 < initial <= MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 1..{MAX_WINDOW}")
         if not initial <= max_window <= MAX_WINDOW:
@@ -120,13 +130,12 @@ class RecvWindow:
         Raises:
             FlowControlError: the peer sent more than its window allows.
         """
+        n = _index(n)
         if n < 0:
             raise ValueError("cannot receive a negative number of bytes")
         avail = self._available
         if n > avail:
-            raise FlowControlError(
-                f"peer sent {n} bytes with only {avail} bytes of window left"
-            )
+            raise FlowControlError(f"peer sent {n} bytes with only {avail} bytes of window left")
         avail -= n
         self._available = avail
         self._buffered += n
@@ -135,6 +144,7 @@ class RecvWindow:
 
     def consume(self, n: int) -> int:
         """Account ``n`` bytes read by the application; return the increment to send, or 0."""
+        n = _index(n)
         if not 0 <= n <= self._buffered:
             raise ValueError(f"cannot consume {n} bytes, {self._buffered} are buffered")
         self._buffered -= n

@@ -68,12 +68,18 @@ class FlowControlError(ProtocolError):
 class StreamResetError(MioError, ConnectionResetError):
     """The stream was reset. ``code`` is the error code; ``remote`` says who reset it."""
 
-    def __init__(self, stream_id: int, code: int, *, remote: bool = True) -> None:
+    def __init__(
+        self, stream_id: int, code: int, *, remote: bool = True, reason: str | None = None
+    ) -> None:
         self.stream_id = stream_id
         self.code = code
         self.remote = remote
+        self.reason = reason
         who = "peer" if remote else "local side"
-        super().__init__(f"stream {stream_id} reset by {who} with {_code_name(code)}")
+        message = f"stream {stream_id} reset by {who} with {_code_name(code)}"
+        if reason:
+            message = f"{message}: {reason}"
+        super().__init__(message)
 
 
 class StreamRefusedError(StreamResetError):

@@ -1,0 +1,585 @@
+"""Session: the MIO protocol over one reliable byte stream, as an asyncio ``Protocol``.
+
+Data path: ``data_received`` → one ``FrameDecoder.feed`` per transport read → one callback
+per frame (``_on_data`` / ``_on_frame``) → the stream's buffer → a waiting reader.
+Write path: frames are appended to one output ``bytearray``; it is handed to the transport
+once per event-loop iteration (or as soon as it holds 64 KiB), so many frames cost one
+``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType, TracebackType
+from typing import Any
+
+from . import _impl
+from .config import Config
+from .errors import (
+    FlowControlError,
+    FrameError,
+    SessionClosedError,
+    StreamLimitError,
+    StreamResetError,
+)
+from .stream import Stream
+from .wire import MAX_STREAM_ID, MAX_VALUE, ErrorCode
+
+__all__ = ("Session", "StreamHandler")
+
+log = logging.getLogger("mio.session")
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+
+_FLUSH_THRESHOLD = 64 * 1024
+_RECENT_RESETS = 4096
+
+_KIND_OPEN = 0x0C
+_KIND_DATA = 0x01
+_KIND_DATA_HFR = 0x11
+_KIND_WINDOW_UPDATE = 0x09
+_KIND_RST = 0x04
+_KIND_SESSION_WINDOW_UPDATE = 0x08
+_KIND_FIN = 0x02
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+class Session(asyncio.Protocol):
+    """One MIO session: many streams over one transport.
+
+    Usually made by :func:`mio.connect`, :func:`mio.serve`, :func:`mio.pipe` or the other
+    helpers of :mod:`mio`; as an ``asyncio.Protocol`` it also works with any transport
+    (``loop.create_connection(lambda: Session(client=True), ...)``, TLS, Unix sockets,
+    socket pairs).
+
+    Args:
+        client: True on the side that dialed the transport (it opens odd stream ids), False
+            on the side that accepted it (even ids).
+        config: protocol parameters; :class:`Config` defaults when omitted.
+        handler: optional ``async def handler(stream)`` run (as a task) for every stream the
+            peer opens; without it, the application takes streams with
+            :meth:`accept_stream` or ``async for stream in session``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        config: Config | None = None,
+        handler: StreamHandler | None = None,
+        _codec: Any = None,
+    ) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = asyncio.get_event_loop_policy().get_event_loop()
+        self._config = config = config if config is not None else Config()
+        self._client = client
+        self._handler = handler
+        self._codec: ModuleType = _codec if _codec is not None else _impl
+        frame = self._codec.frame
+        self._decoder = frame.FrameDecoder(
+            self._on_data, self._on_frame, config.max_recv_frame_size
+        )
+        self._append_frame = frame.append_frame
+        self._append_data = frame.append_data
+        self._max_frame_size = config.max_frame_size
+        self._next_id = 1 if client else 2
+        self._streams: dict[int, Stream] = {}
+        self._local_count = 0
+        self._remote_count = 0
+        self._recent_resets: dict[int, None] = {}
+        self._accept_queue: deque[Stream] = deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._open_waiter: asyncio.Future[None] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.Transport | None = None
+        self._wbuf = bytearray()
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_data_sid = 0
+        self._last_data_flags = -1
+        self._write_paused = False
+        self._writable_waiter: asyncio.Future[None] | None = None
+        self._closing = False  # graceful close in progress: no new streams
+        self._closed = False  # FIN sent or received, or transport gone
+        self._close_error: SessionClosedError | None = None
+        self._closed_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._last_recv = 0.0
+        self._sent_since_tick = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_sent = 0
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def is_client(self) -> bool:
+        """True on the side that dialed (odd stream ids)."""
+        return self._client
+
+    @property
+    def config(self) -> Config:
+        """The session's protocol parameters."""
+        return self._config
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the session ended (FIN sent or received, or the transport is gone)."""
+        return self._closed
+
+    @property
+    def stream_count(self) -> int:
+        """Streams currently open on this session (in the stream table)."""
+        return len(self._streams)
+
+    @property
+    def close_error(self) -> SessionClosedError | None:
+        """Why the session ended, or None while it is open."""
+        return self._close_error
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: bytes and frames in each direction, open streams."""
+        return {
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "frames_sent": self.frames_sent,
+            "streams": len(self._streams),
+        }
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Information from the underlying transport (``peername``, ``ssl_object`` …)."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
+    async def open_stream(self) -> Stream:
+        """Open a new stream to the peer. No round trip: data may be written at once.
+
+        Waits while this side already has ``config.max_streams`` streams open.
+
+        Raises:
+            SessionClosedError: the session is closed or closing.
+            StreamLimitError: stream ids are exhausted.
+        """
+        while True:
+            self._check_open()
+            if self._local_count < self._config.max_streams:
+                break
+            fut = self._open_waiter
+            if fut is None or fut.done():
+                fut = self._open_waiter = self._loop.create_future()
+            await asyncio.shield(fut)
+        sid = self._next_id
+        streams = self._streams
+        while sid in streams:
+            sid += 2
+        if sid > MAX_STREAM_ID:
+            raise StreamLimitError(f"stream ids exhausted (next id {sid} > {MAX_STREAM_ID})")
+        self._next_id = sid + 2
+        window = self._config.initial_window
+        stream = Stream(self, sid, window, self._config.max_window)
+        stream._outbound = True
+        streams[sid] = stream
+        self._local_count += 1
+        self._send_frame(sid, window, _KIND_OPEN)
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        """Wait for the next stream the peer opens.
+
+        Raises:
+            SessionClosedError: the session ended (or is closing) and no stream is queued.
+        """
+        queue = self._accept_queue
+        while not queue:
+            self._check_open()
+            fut = self._accept_waiter
+            if fut is None or fut.done():
+                fut = self._accept_waiter = self._loop.create_future()
+            await asyncio.shield(fut)
+        return queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Stream]:
+        return self._iter_streams()
+
+    async def _iter_streams(self) -> AsyncIterator[Stream]:
+        while True:
+            try:
+                stream = await self.accept_stream()
+            except SessionClosedError:
+                return
+            yield stream
+
+    def close(self, code: int = ErrorCode.NO_ERROR) -> None:
+        """Close now: send FIN with ``code`` after what is queued, then close the transport.
+
+        Every stream ends: data already received stays readable, then reads raise
+        :class:`SessionClosedError`; writes raise it at once. Handler tasks are cancelled.
+        """
+        if self._closed:
+            return
+        self._send_frame(0, code, _KIND_FIN)
+        self._shutdown(SessionClosedError("session closed locally", None), abort=False)
+
+    async def aclose(self, code: int = ErrorCode.NO_ERROR, timeout: float | None = None) -> None:
+        """Graceful close: refuse new streams, let open ones finish (up to ``timeout``,
+        default ``config.close_timeout``), then :meth:`close` and wait for the transport."""
+        if not self._closed:
+            self._closing = True
+            self._wake_accept()
+            if self._open_waiter is not None and not self._open_waiter.done():
+                self._open_waiter.set_result(None)
+            if self._streams:
+                fut = self._idle_waiter = self._loop.create_future()
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(fut),
+                        self._config.close_timeout if timeout is None else timeout,
+                    )
+                except asyncio.TimeoutError:
+                    log.debug("graceful close timed out with %d streams open", len(self._streams))
+            self.close(code)
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport is closed."""
+        await asyncio.shield(self._closed_waiter)
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(ErrorCode.NO_ERROR if exc is None else ErrorCode.INTERNAL_ERROR)
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        side = "client" if self._client else "server"
+        state = "closed" if self._closed else "open"
+        return f"<mio.Session {side} {state} streams={len(self._streams)}>"
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        set_limits = getattr(transport, "set_write_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=self._config.write_buffer_high)
+        cfg = self._config
+        if cfg.keepalive_interval is not None:
+            self._keepalive_handle = self._loop.call_later(
+                cfg.keepalive_interval, self._keepalive_tick
+            )
+        if cfg.idle_timeout is not None:
+            self._last_recv = self._loop.time()
+            self._idle_handle = self._loop.call_later(cfg.idle_timeout, self._idle_tick)
+        if self._wbuf:
+            self._schedule_flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        if self._idle_handle is not None:
+            self._last_recv = self._loop.time()
+        try:
+            self._decoder.feed(data)
+        except FrameError as exc:
+            self._protocol_error(exc)
+
+    def eof_received(self) -> bool:
+        self._flush()
+        if not self._closed:
+            self._shutdown(SessionClosedError("connection closed by the peer (EOF)"), abort=False)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            reason = f"connection lost: {exc!r}" if exc else "connection closed by the peer"
+            self._shutdown(SessionClosedError(reason), abort=False)
+        self._transport = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._wake_writable()
+        if not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writable()
+
+    # ------------------------------------------------------------------ inbound frames
+    def _on_data(self, sid: int, data: bytes, end: bool) -> None:
+        stream = self._streams.get(sid)
+        if stream is not None:
+            stream._feed(data, end)
+        elif sid not in self._recent_resets:
+            # Unknown stream: RST CLOSED once; the payload was already skipped by the decoder.
+            log.debug("DATA for unknown stream %d: answering RST CLOSED", sid)
+            self._send_rst(sid, ErrorCode.CLOSED)
+
+    def _on_frame(self, kind: int, sid: int, value: int) -> None:
+        if kind == _KIND_WINDOW_UPDATE:
+            stream = self._streams.get(sid)
+            if stream is not None:
+                try:
+                    stream._on_window_update(value)
+                except FlowControlError as exc:
+                    self._stream_protocol_error(stream, str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+            # unknown stream: a late update for a finished stream is normal; ignore it
+        elif kind == _KIND_OPEN:
+            self._on_open(sid, value)
+        elif kind == _KIND_RST:
+            stream = self._streams.get(sid)
+            if stream is not None:
+                stream._on_reset(value)
+                self._finish(stream)
+            # never answer an RST with an RST
+        elif kind == _KIND_FIN:
+            self._on_fin(value)
+        # _KIND_SESSION_WINDOW_UPDATE: accepted, no action (keepalive)
+
+    def _on_open(self, sid: int, window: int) -> None:
+        cfg = self._config
+        existing = self._streams.get(sid)
+        if existing is not None:
+            self._stream_protocol_error(existing, "peer sent OPEN for a stream id already open")
+            return
+        reason = None
+        if self._closing or self._closed:
+            reason = "session is closing"
+        elif window == 0:
+            reason = "OPEN with a zero window"
+        elif window > cfg.max_window:
+            reason = f"OPEN window {window} above max_window {cfg.max_window}"
+        elif self._remote_count >= cfg.max_streams:
+            reason = f"stream limit {cfg.max_streams} reached"
+        elif self._handler is None and len(self._accept_queue) >= cfg.accept_backlog:
+            reason = f"accept backlog {cfg.accept_backlog} full"
+        if reason is not None:
+            log.debug("refusing stream %d: %s", sid, reason)
+            self._send_rst(sid, ErrorCode.REFUSED)
+            return
+        self._recent_resets.pop(sid, None)
+        stream = Stream(self, sid, window, cfg.max_window)
+        self._streams[sid] = stream
+        self._remote_count += 1
+        handler = self._handler
+        if handler is not None:
+            task = self._loop.create_task(self._run_handler(handler, stream))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+        else:
+            self._accept_queue.append(stream)
+            self._wake_accept()
+
+    def _on_fin(self, code: int) -> None:
+        if self._closed:
+            return
+        error = SessionClosedError(f"peer closed the session with {_code_name(code)}", code)
+        self._shutdown(error, abort=False)
+
+    def _protocol_error(self, exc: FrameError) -> None:
+        log.warning("protocol error, closing the session: %s", exc)
+        if self._closed:
+            return
+        self._send_frame(0, exc.error_code, _KIND_FIN)
+        self._shutdown(SessionClosedError(f"protocol error: {exc}"), abort=False)
+
+    def _stream_protocol_error(
+        self, stream: Stream, reason: str, code: int = ErrorCode.PROTOCOL_ERROR
+    ) -> None:
+        log.debug("stream %d: %s: answering RST %s", stream._id, reason, _code_name(code))
+        error = StreamResetError(stream._id, code, remote=False, reason=reason)
+        stream._fail(error, error)
+        self._send_rst(stream._id, code)
+        self._finish(stream)
+
+    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+        try:
+            await handler(stream)
+        except asyncio.CancelledError:
+            if not self._closed:
+                stream.reset(ErrorCode.INTERNAL_ERROR)
+            raise
+        except Exception:
+            log.exception("stream handler failed on stream %d", stream._id)
+            stream.reset(ErrorCode.INTERNAL_ERROR)
+        else:
+            stream.close()
+
+    # ------------------------------------------------------------------ stream table
+    def _finish(self, stream: Stream) -> None:
+        if stream._finished:
+            return
+        sid = stream._id
+        if self._streams.get(sid) is stream:
+            del self._streams[sid]
+            if stream._outbound:
+                self._local_count -= 1
+                fut = self._open_waiter
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            else:
+                self._remote_count -= 1
+        stream._on_finished()
+        if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._close_error or SessionClosedError()
+        if self._closing:
+            raise SessionClosedError("session is closing")
+
+    def _wake_accept(self) -> None:
+        fut = self._accept_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _shutdown(self, error: SessionClosedError, *, abort: bool) -> None:
+        """End the session: every stream ends with ``error``, the transport is closed."""
+        self._closed = True
+        self._close_error = error
+        for stream in list(self._streams.values()):
+            stream._on_session_closed(error)
+            self._finish(stream)
+        self._wake_accept()
+        if self._open_waiter is not None and not self._open_waiter.done():
+            self._open_waiter.set_result(None)
+        for handle in (self._keepalive_handle, self._idle_handle):
+            if handle is not None:
+                handle.cancel()
+        self._keepalive_handle = self._idle_handle = None
+        for task in list(self._handler_tasks):
+            task.cancel()
+        transport = self._transport
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                self._flush()
+                transport.close()
+        elif not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    # ------------------------------------------------------------------ outbound frames
+    def _send_frame(self, sid: int, value: int, flags: int) -> None:
+        self._append_frame(self._wbuf, sid, value, flags)
+        self._last_data_sid = 0
+        self.frames_sent += 1
+        if self._flush_handle is None:
+            self._schedule_flush()
+
+    def _send_data(self, sid: int, data: bytes | memoryview) -> None:
+        buf = self._wbuf
+        pos = len(buf)
+        mfs = self._max_frame_size
+        self._append_data(buf, sid, data, mfs)
+        n = len(data)
+        frames = (n - 1) // mfs + 1
+        self.frames_sent += frames
+        self._last_data_sid = sid
+        self._last_data_flags = pos + (frames - 1) * (mfs + 8) + 7
+        if len(buf) >= _FLUSH_THRESHOLD:
+            self._flush()
+        elif self._flush_handle is None:
+            self._schedule_flush()
+
+    def _send_eof(self, sid: int) -> None:
+        if self._last_data_sid == sid:
+            # The last frame in the buffer is this stream's DATA: mark it HFR, no extra frame.
+            self._wbuf[self._last_data_flags] = _KIND_DATA_HFR
+            self._last_data_sid = 0
+        else:
+            self._send_frame(sid, 0, _KIND_DATA_HFR)
+
+    def _send_window_update(self, sid: int, increment: int) -> None:
+        if self._closed:
+            return
+        while increment > MAX_VALUE:
+            self._send_frame(sid, MAX_VALUE, _KIND_WINDOW_UPDATE)
+            increment -= MAX_VALUE
+        self._send_frame(sid, increment, _KIND_WINDOW_UPDATE)
+
+    def _send_rst(self, sid: int, code: int) -> None:
+        if self._closed:
+            return
+        recent = self._recent_resets
+        recent[sid] = None
+        if len(recent) > _RECENT_RESETS:
+            del recent[next(iter(recent))]
+        self._send_frame(sid, code, _KIND_RST)
+
+    def _schedule_flush(self) -> None:
+        if self._transport is not None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._last_data_sid = 0
+        buf = self._wbuf
+        if not buf:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        # The transport may keep a reference to ``buf``: hand it over and start a new one.
+        self._wbuf = bytearray()
+        self.bytes_sent += len(buf)
+        self._sent_since_tick = True
+        transport.write(buf)
+
+    def _wake_writable(self) -> None:
+        fut = self._writable_waiter
+        if fut is not None:
+            self._writable_waiter = None
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait_writable(self) -> None:
+        fut = self._writable_waiter
+        if fut is None or fut.done():
+            fut = self._writable_waiter = self._loop.create_future()
+        await asyncio.shield(fut)
+
+    # ------------------------------------------------------------------ liveness
+    def _keepalive_tick(self) -> None:
+        interval = self._config.keepalive_interval
+        if self._closed or interval is None:
+            return
+        if not self._sent_since_tick:
+            self._send_frame(0, 0, _KIND_SESSION_WINDOW_UPDATE)
+        self._sent_since_tick = False
+        self._keepalive_handle = self._loop.call_later(interval, self._keepalive_tick)
+
+    def _idle_tick(self) -> None:
+        timeout = self._config.idle_timeout
+        if self._closed or timeout is None:
+            return
+        silent = self._loop.time() - self._last_recv
+        if silent >= timeout:
+            log.warning("no data from the peer for %.1f s: closing the session", silent)
+            self._shutdown(
+                SessionClosedError(f"idle timeout: no data from the peer for {timeout:g} s"),
+                abort=True,
+            )
+            return
+        self._idle_handle = self._loop.call_later(timeout - silent, self._idle_tick)

@@ -1,0 +1,566 @@
+"""Stream: one bidirectional, flow-controlled byte stream of a session.
+
+The read side holds the payloads the session hands it (``_feed``) in a deque of chunks, no
+copy on the way in, and wakes a reader only when one is waiting. The write side sends what
+the peer's window allows at once (copied into the session's output buffer, so ``write()``
+takes a snapshot) and keeps the rest, immutable, until window updates arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    FlowControlError,
+    MioError,
+    SessionClosedError,
+    StreamClosedError,
+    StreamRefusedError,
+    StreamResetError,
+)
+from .wire import ErrorCode
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ("Stream",)
+
+_READ_CHUNK = 64 * 1024
+
+
+class Stream:
+    """A bidirectional byte stream, with the asyncio ``StreamReader``/``StreamWriter`` vocabulary.
+
+    Obtain one from :meth:`Session.open_stream` or :meth:`Session.accept_stream` (or a
+    ``serve`` handler); do not construct it directly.
+    """
+
+    __slots__ = (
+        "_session",
+        "_id",
+        "_loop",
+        "_recv",
+        "_send",
+        "_chunks",
+        "_size",
+        "_eof",
+        "_error",
+        "_waiter",
+        "_pending",
+        "_pending_size",
+        "_eof_queued",
+        "_local_ended",
+        "_write_error",
+        "_drain_waiter",
+        "_closing",
+        "_finished",
+        "_finished_waiter",
+        "_linger",
+        "_outbound",
+        "__weakref__",
+    )
+
+    def __init__(self, session: Session, stream_id: int, window: int, max_window: int) -> None:
+        self._session = session
+        self._id = stream_id
+        self._loop = session._loop
+        self._recv = session._codec.window.RecvWindow(window, max(window, max_window))
+        self._send = session._codec.window.SendWindow(window)
+        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
+        self._size = 0
+        self._eof = False  # the peer's direction has ended (no more data will come)
+        self._error: BaseException | None = None  # raised by reads once the buffer is drained
+        self._waiter: asyncio.Future[None] | None = None
+        self._pending: collections.deque[bytes | memoryview] = collections.deque()
+        self._pending_size = 0
+        self._eof_queued = False  # write_eof() called (HFR sent or queued behind pending data)
+        self._local_ended = False  # our direction has ended on the wire (HFR or RST sent)
+        self._write_error: BaseException | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closing = False  # close() called: inbound data is discarded
+        self._finished = False  # removed from the session's stream table
+        self._finished_waiter: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._outbound = False  # opened by this side
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def id(self) -> int:
+        """The stream id (odd: opened by the client side, even: by the server side)."""
+        return self._id
+
+    @property
+    def session(self) -> Session:
+        """The session this stream belongs to."""
+        return self._session
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the stream is finished (both directions ended, or reset)."""
+        return self._finished
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet read by the application."""
+        return self._size
+
+    @property
+    def write_pending(self) -> int:
+        """Bytes written but not yet sent, waiting for the peer's window."""
+        return self._pending_size
+
+    @property
+    def send_window(self) -> int:
+        """Bytes the peer's window lets this side send now."""
+        return int(self._send.available)
+
+    @property
+    def recv_window(self) -> int:
+        """Current receive window of this stream (grows with auto-tuning)."""
+        return int(self._recv.window)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Transport information (``peername``, ``sockname``, ``ssl_object`` …) or ``stream_id``."""
+        if name == "stream_id":
+            return self._id
+        if name == "session":
+            return self._session
+        return self._session.get_extra_info(name, default)
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else "open"
+        return f"<mio.Stream id={self._id} {state} buffered={self._size}>"
+
+    # ------------------------------------------------------------------ reading
+    def at_eof(self) -> bool:
+        """True when the peer's direction has ended and every byte was read."""
+        return self._eof and not self._size
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes; ``n < 0`` reads until end of stream.
+
+        Returns ``b""`` at end of stream. Raises :class:`StreamResetError` if the stream
+        was reset, :class:`SessionClosedError` if the session died before the peer ended
+        this direction.
+        """
+        if n < 0:
+            parts = []
+            while True:
+                chunk = await self.read(_READ_CHUNK * 4)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        if n == 0:
+            return b""
+        while not self._size:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            await self._wait()
+        return self._take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        while self._size < n:
+            if self._eof:
+                if self._error is not None and not self._size:
+                    raise self._error
+                partial = self._take(self._size) if self._size else b""
+                raise asyncio.IncompleteReadError(partial, n)
+            await self._wait()
+        return self._take(n) if n else b""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Read up to and including ``separator``.
+
+        Raises:
+            asyncio.IncompleteReadError: end of stream before the separator.
+            asyncio.LimitOverrunError: a whole receive window arrived without a separator.
+        """
+        seplen = len(separator)
+        if seplen == 0:
+            raise ValueError("separator should be at least one-byte string")
+        offset = 0
+        while True:
+            if self._size:
+                buf = self._coalesce()
+                i = buf.find(separator, offset)
+                if i >= 0:
+                    return self._take(i + seplen)
+                offset = max(0, len(buf) - seplen + 1)
+                if self._size >= self._recv.window and not self._eof:
+                    raise asyncio.LimitOverrunError(
+                        "separator not found within the stream's receive window", offset
+                    )
+            if self._eof:
+                if self._error is not None and not self._size:
+                    raise self._error
+                partial = self._take(self._size) if self._size else b""
+                raise asyncio.IncompleteReadError(partial, None)
+            await self._wait()
+
+    async def readline(self) -> bytes:
+        """Read one line (ending in ``\\n``); at end of stream, the partial line or ``b""``."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iter_chunks()
+
+    async def _iter_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(_READ_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    async def _wait(self) -> None:
+        if self._waiter is not None:
+            raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
+        # Whatever was consumed but not yet announced is announced now: the reader is idle.
+        if self._recv.pending and not self._eof:
+            inc = self._recv.flush()
+            if inc:
+                self._session._send_window_update(self._id, inc)
+        fut = self._loop.create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _coalesce(self) -> bytes:
+        chunks = self._chunks
+        if len(chunks) == 1 and type(chunks[0]) is bytes:
+            return chunks[0]  # type: ignore[return-value]
+        buf = b"".join(chunks)
+        chunks.clear()
+        chunks.append(buf)
+        return buf
+
+    def _take(self, n: int) -> bytes:
+        chunks = self._chunks
+        first = chunks[0]
+        size = len(first)
+        if size <= n:
+            chunks.popleft()
+            data = first if type(first) is bytes else bytes(first)
+            if size < n and chunks:
+                parts = [data]
+                got = size
+                while chunks and got < n:
+                    part = chunks[0]
+                    plen = len(part)
+                    if got + plen <= n:
+                        chunks.popleft()
+                        parts.append(part)  # type: ignore[arg-type]
+                        got += plen
+                    else:
+                        view = memoryview(part)
+                        parts.append(view[: n - got])  # type: ignore[arg-type]
+                        chunks[0] = view[n - got :]
+                        got = n
+                data = b"".join(parts)
+        else:
+            view = memoryview(first)
+            data = bytes(view[:n])
+            chunks[0] = view[n:]
+        taken = len(data)
+        self._size -= taken
+        inc = self._recv.consume(taken)
+        if inc and not self._eof:
+            self._session._send_window_update(self._id, inc)
+        return data  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ writing
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending; never blocks. Follow with :meth:`drain`.
+
+        A snapshot is taken: changing ``data`` after ``write()`` returns changes nothing on
+        the wire. Raises :class:`StreamClosedError` after :meth:`write_eof`/:meth:`close`,
+        the reset or session error if the stream is dead.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+        if self._eof_queued:
+            raise StreamClosedError(f"stream {self._id}: write after write_eof() or close()")
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")
+        n = len(data)
+        if not n:
+            return
+        if self._pending:
+            self._queue(data, 0)
+            return
+        take = self._send.reserve(n)
+        if take == n:
+            self._session._send_data(self._id, data)
+        else:
+            if take:
+                self._session._send_data(self._id, memoryview(data)[:take])
+            self._queue(data, take)
+
+    def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write every buffer of ``data`` in order."""
+        for item in data:
+            self.write(item)
+
+    def _queue(self, data: bytes | memoryview, start: int) -> None:
+        if type(data) is bytes:
+            rest: bytes | memoryview = memoryview(data)[start:] if start else data
+        else:
+            rest = bytes(data[start:])  # snapshot of a mutable buffer
+        self._pending.append(rest)
+        self._pending_size += len(rest)
+
+    def write_eof(self) -> None:
+        """Half-close: end this side's direction after the data already written (DATA+HFR).
+
+        The peer reads everything written, then end of stream. Reading continues to work.
+        """
+        if self._eof_queued or self._write_error is not None:
+            return
+        self._eof_queued = True
+        if not self._pending:
+            self._end_local()
+
+    def can_write_eof(self) -> bool:
+        """Always true: streams support half-close."""
+        return True
+
+    def _end_local(self) -> None:
+        self._local_ended = True
+        self._session._send_eof(self._id)
+        if self._eof:
+            self._session._finish(self)
+
+    async def drain(self) -> None:
+        """Wait until written data has been handed to the transport and the transport has room.
+
+        Waits while the peer's window holds data back or the transport is over its
+        high-water mark. Cancelling ``drain()`` never loses or corrupts data.
+        """
+        while True:
+            if self._write_error is not None:
+                raise self._write_error
+            if self._pending_size:
+                fut = self._drain_waiter
+                if fut is None or fut.done():
+                    fut = self._drain_waiter = self._loop.create_future()
+                # shielded: a cancelled drain() must not cancel other drainers' future
+                await asyncio.shield(fut)
+                continue
+            if self._session._write_paused:
+                await self._session._wait_writable()
+                continue
+            return
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """``write(data)`` then ``drain()``."""
+        self.write(data)
+        await self.drain()
+
+    def _wake_drain(self) -> None:
+        fut = self._drain_waiter
+        if fut is not None:
+            self._drain_waiter = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def _on_window_update(self, increment: int) -> None:
+        self._send.grow(increment)
+        if self._pending:
+            self._pump()
+
+    def _pump(self) -> None:
+        pending = self._pending
+        send = self._send
+        session = self._session
+        while pending:
+            avail = send.available
+            if not avail:
+                return
+            head = pending[0]
+            size = len(head)
+            take = send.reserve(size)
+            if take == size:
+                pending.popleft()
+                session._send_data(self._id, head)
+            else:
+                view = memoryview(head)
+                session._send_data(self._id, view[:take])
+                pending[0] = view[take:]
+            self._pending_size -= take
+        if self._eof_queued and not self._local_ended:
+            self._end_local()
+        self._wake_drain()
+
+    # ------------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Graceful close: half-close our direction and discard what the peer still sends.
+
+        Never sends RST. Data written before stays queued and is delivered. The stream is
+        finished when the peer ends its direction too; if it does not within the session's
+        ``linger_timeout``, the stream is ended with RST NO_ERROR.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.write_eof()
+        if self._size:
+            size = self._size
+            self._chunks.clear()
+            self._size = 0
+            inc = self._recv.consume(size)
+            if inc and not self._eof:
+                self._session._send_window_update(self._id, inc)
+        if not self._finished and not self._eof:
+            timeout = self._session._config.linger_timeout
+            self._linger = self._loop.call_later(timeout, self._linger_expired)
+
+    def is_closing(self) -> bool:
+        """True once :meth:`close` or :meth:`reset` was called, or the stream is finished."""
+        return self._closing or self._finished
+
+    async def wait_closed(self) -> None:
+        """Wait until the stream is finished (both directions ended, or reset)."""
+        if self._finished:
+            return
+        if self._finished_waiter is None:
+            self._finished_waiter = self._loop.create_future()
+        await asyncio.shield(self._finished_waiter)
+
+    def reset(self, code: int = ErrorCode.INTERNAL_ERROR) -> None:
+        """Abort the stream: send RST with ``code``, drop queued data in both directions."""
+        if self._finished:
+            return
+        self._closing = True
+        error = StreamResetError(self._id, code, remote=False)
+        self._fail(error, error)
+        self._session._send_rst(self._id, code)
+        self._session._finish(self)
+
+    def _linger_expired(self) -> None:
+        self._linger = None
+        if not self._finished:
+            self._session._send_rst(self._id, ErrorCode.NO_ERROR)
+            self._on_remote_end(None)
+            self._session._finish(self)
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, MioError):
+            self.reset(ErrorCode.INTERNAL_ERROR)
+            return
+        self.close()
+        if exc is None:
+            await self.wait_closed()
+
+    # ------------------------------------------------------------------ session side
+    def _feed(self, data: bytes, end: bool) -> None:
+        """Payload of a DATA frame (or a piece of one) arrived from the peer."""
+        n = len(data)
+        if n:
+            if self._eof:
+                self._session._stream_protocol_error(self, "DATA after the peer's half-close")
+                return
+            try:
+                self._recv.receive(n)
+            except FlowControlError as exc:
+                self._session._stream_protocol_error(self, str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+                return
+            if self._closing:
+                inc = self._recv.consume(n)
+                if inc and not end:
+                    self._session._send_window_update(self._id, inc)
+            else:
+                self._chunks.append(data)
+                self._size += n
+        if end:
+            self._on_remote_end(None)
+            if self._local_ended:
+                self._session._finish(self)
+            return
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _on_remote_end(self, error: BaseException | None) -> None:
+        """The peer's direction ended: readers see the buffered data, then EOF or ``error``."""
+        if not self._eof:
+            self._eof = True
+            self._error = error
+        self._wake()
+
+    def _on_reset(self, code: int) -> None:
+        """The peer sent RST ``code``."""
+        if code == ErrorCode.NO_ERROR:
+            # The reference closes streams this way: what arrived stays readable, then EOF.
+            self._on_remote_end(None)
+            self._fail(None, StreamClosedError(f"stream {self._id} was closed by the peer"))
+        else:
+            cls = StreamRefusedError if code == ErrorCode.REFUSED else StreamResetError
+            error = cls(self._id, code, remote=True)
+            self._fail(error, error)
+
+    def _fail(self, read_error: BaseException | None, write_error: BaseException) -> None:
+        """End both directions locally; ``read_error`` (if any) drops buffered data."""
+        if read_error is not None:
+            self._chunks.clear()
+            self._size = 0
+            self._eof = True
+            self._error = read_error
+        elif not self._eof:
+            self._eof = True
+        self._local_ended = True
+        self._eof_queued = True
+        if self._write_error is None:
+            self._write_error = write_error
+        self._pending.clear()
+        self._pending_size = 0
+        self._wake()
+        self._wake_drain()
+
+    def _on_session_closed(self, error: SessionClosedError) -> None:
+        """The session ended (FIN, local close or transport loss)."""
+        if not self._eof:
+            self._eof = True
+            self._error = error if error.code is None or error.code != ErrorCode.NO_ERROR else None
+        self._local_ended = True
+        self._eof_queued = True
+        if self._write_error is None:
+            self._write_error = error
+        self._pending.clear()
+        self._pending_size = 0
+        self._wake()
+        self._wake_drain()
+
+    def _on_finished(self) -> None:
+        self._finished = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        fut = self._finished_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
