@@ -226,11 +226,6 @@ class Stream:
     async def _wait(self) -> None:
         if self._waiter is not None:
             raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
-        # Whatever was consumed but not yet announced is announced now: the reader is idle.
-        if self._recv.pending and not self._eof:
-            inc = self._recv.flush()
-            if inc:
-                self._session._send_window_update(self._id, inc)
         fut = self._loop.create_future()
         self._waiter = fut
         try:
