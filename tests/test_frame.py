@@ -7,6 +7,8 @@ the few differential tests take ``both_impls``.
 from __future__ import annotations
 
 import array
+import copy
+import pickle
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -424,23 +426,44 @@ def test_errors_identical_across_implementations(both_impls: list[Impl]) -> None
         assert len(seen) == 1, (name, seen)
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda f, buf: f.append_frame(buf, 1, MAX_VALUE + 1, 1),
-        lambda f, buf: f.append_frame(buf, 1.0, 0, 1),
-        lambda f, buf: f.append_data(buf, 0, b"x"),
-        lambda f, buf: f.append_data(buf, 1, b"abc", 0),
-        lambda f, buf: f.append_data(buf, 1, "abc"),
-        lambda f, buf: f.append_data(buf, 1, memoryview(b"abcdef")[::2]),
-        lambda f, buf: f.append_data(buf, 1, buf),
-    ],
-)
+FAILED_APPENDS: list[tuple[str, Callable[[Any, bytearray], object]]] = [
+    ("frame-value", lambda f, buf: f.append_frame(buf, 1, MAX_VALUE + 1, 1)),
+    ("frame-float-id", lambda f, buf: f.append_frame(buf, 1.0, 0, 1)),
+    ("data-stream-0", lambda f, buf: f.append_data(buf, 0, b"x")),
+    ("data-frame-size-0", lambda f, buf: f.append_data(buf, 1, b"abc", 0)),
+    ("data-str", lambda f, buf: f.append_data(buf, 1, "abc")),
+    ("data-non-contiguous", lambda f, buf: f.append_data(buf, 1, memoryview(b"abcdef")[::2])),
+    ("data-into-itself", lambda f, buf: f.append_data(buf, 1, buf)),
+]
+
+
+@pytest.mark.parametrize("call", [c for _, c in FAILED_APPENDS], ids=[n for n, _ in FAILED_APPENDS])
 def test_failed_append_leaves_buffer_unchanged(impl: Impl, call: Callable[..., object]) -> None:
     buf = bytearray(b"queued")
     with pytest.raises((ValueError, TypeError, BufferError)):
         call(impl.frame, buf)
     assert buf == b"queued"
+
+
+class BadBool:
+    def __bool__(self) -> bool:
+        raise ZeroDivisionError("no truth value")
+
+
+def test_failed_call_does_not_hold_the_callers_buffer(impl: Impl) -> None:
+    data = bytearray(b"abc")
+    buf = bytearray(b"queued")
+    with pytest.raises(ZeroDivisionError):
+        impl.frame.append_data(buf, 1, data, hfr=BadBool())
+    data += b"d"  # not exported any more, even while the exception is still referenced
+    with pytest.raises(ZeroDivisionError):
+        impl.frame.encode_data(1, data, hfr=BadBool())
+    data += b"e"
+    with pytest.raises(BufferError):
+        impl.frame.append_data(data, 1, data, 2, True)  # appending a buffer to itself
+    data += b"f"
+    assert buf == b"queued"
+    assert data == b"abcdef"
 
 
 def test_bounds_are_inclusive(impl: Impl) -> None:
@@ -601,6 +624,14 @@ def test_oversize_limit_is_only_for_data(impl: Impl) -> None:
     # OPEN, WINDOW UPDATE, RST, FIN carry VALUE without a payload: no size limit applies.
     stream = header(1, MAX_VALUE, 0x0C) + header(1, MAX_VALUE, 0x09) + header(0, MAX_VALUE, 0x02)
     assert len(decode(impl, [stream], max_frame_size=1)) == 3
+
+
+@pytest.mark.parametrize("clone", [copy.copy, copy.deepcopy, pickle.dumps])
+def test_decoder_cannot_be_copied_or_pickled(impl: Impl, clone: Callable[[Any], object]) -> None:
+    dec, _ = decoder(impl)
+    dec.feed(header(1, 5, 0x01)[:3])
+    with pytest.raises(TypeError, match="cannot pickle 'FrameDecoder' object"):
+        clone(dec)
 
 
 def test_callback_exception_propagates(impl: Impl) -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import HealthCheck, given, settings
@@ -59,7 +60,7 @@ def reference_encode(frame: Frame) -> bytes:
     """Encode without the codec under test."""
     if frame[0] == "data":
         _, sid, payload, hfr = frame
-        return header(sid, len(payload), DATA_HFR if hfr else DATA) + payload
+        return header(sid, len(payload), DATA_HFR if hfr else DATA) + bytes(payload)
     _, kind, sid, value = frame
     return header(sid, value, kind)
 
@@ -127,7 +128,7 @@ def decode_joined(impl: Impl, chunks: list[bytes], max_frame_size: int = MAX_VAL
 
 def split(stream: bytes, cuts: list[int]) -> list[bytes]:
     points = [0, *sorted(cuts), len(stream)]
-    return [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [stream[a:b] for a, b in itertools.pairwise(points)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ def mutated_streams(draw: st.DrawFn) -> bytes:
 def run(impl: Impl, chunks: list[bytes], max_frame_size: int) -> tuple[Any, ...]:
     """Everything observable from feeding ``chunks``: events, error, state, later feeds."""
     events: list[Event] = []
+    dec: Any = None
     dec = impl.frame.FrameDecoder(
         lambda sid, payload, end: events.append(("data", sid, payload, end, dec.in_frame)),
         lambda kind, sid, value: events.append(("frame", kind, sid, value, dec.offset)),
@@ -231,7 +233,7 @@ def check_same(both_impls: list[Impl], stream: bytes, cuts: list[int], mfs: int)
     results = [run(impl, chunks, mfs) for impl in both_impls]
     for impl, result in zip(both_impls[1:], results[1:], strict=True):
         assert result == results[0], f"{impl.name} differs from {both_impls[0].name}"
-    events, error, _, after, _, _ = results[0]
+    _, error, _, after, _, _ = results[0]
     if error is not None:
         assert after == error[:2]  # a broken decoder keeps raising the same error
 

@@ -318,7 +318,8 @@ def test_twin_property_types_match_stub(name: str) -> None:
             prop = inspect.getattr_static(getattr(twin(name), cls), member)
             assert isinstance(prop, property), f"{cls}.{member}"
             assert [p.name for p in func.params] == ["self"]
-            annotation = prop.fget.__annotations__["return"]  # type: ignore[union-attr]
+            assert prop.fget is not None
+            annotation = prop.fget.__annotations__["return"]
             assert _norm(annotation) == func.returns, f"{cls}.{member}"
 
 

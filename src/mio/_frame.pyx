@@ -151,14 +151,15 @@ def encode_data(stream_id, data, max_frame_size=MAX_VALUE, hfr=False):
     _check(stream_id, 0)
     if stream_id == 0:
         raise ValueError("DATA frames need a non-zero stream id")
+    # Every conversion that can fail comes before ``data`` is exported (same in the twin).
+    cdef bint h = bool(hfr)
+    cdef Py_ssize_t mfs = max_frame_size
+    cdef uint32_t sid = stream_id
     cdef object view = memoryview(data).cast("B")
     cdef Py_ssize_t n = len(view)
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t size
-    cdef Py_ssize_t mfs = max_frame_size
-    cdef uint32_t sid = stream_id
     cdef bint last
-    cdef bint h = bool(hfr)
     cdef list out = []
     if n == 0:
         if h:
@@ -192,13 +193,15 @@ def append_data(bytearray buf not None, stream_id, data, max_frame_size=MAX_VALU
     _check(stream_id, 0)
     if stream_id == 0:
         raise ValueError("DATA frames need a non-zero stream id")
+    # Every conversion that can fail comes before ``data`` is exported: nothing may raise
+    # between PyObject_GetBuffer and the try/finally that releases it.
+    cdef bint h = bool(hfr)
+    cdef Py_ssize_t mfs = max_frame_size
+    cdef uint32_t sid = stream_id
+    cdef Py_ssize_t frames, pos, size, old
     cdef Py_buffer view
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     cdef Py_ssize_t n = view.len
-    cdef Py_ssize_t mfs = max_frame_size
-    cdef Py_ssize_t frames, pos, size, old
-    cdef uint32_t sid = stream_id
-    cdef bint h = bool(hfr)
     cdef char* src = <char*>view.buf
     cdef char* dst
     try:
@@ -278,6 +281,11 @@ cdef class FrameDecoder:
     def in_frame(self):
         """True when the bytes fed so far end inside a frame (header or payload)."""
         return self._hlen > 0 or self._remaining > 0
+
+    def __reduce__(self):
+        # A decoder holds callbacks and possibly part of a frame: it is neither pickled nor
+        # copied (Cython's automatic pickling would mangle the partial header buffer).
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def feed(self, data):
         """Decode ``data`` (any bytes-like object), dispatching every complete frame."""

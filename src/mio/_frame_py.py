@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import index as _index
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import FrameError
 from .wire import FLAG_MASK, HEADER_SIZE, MAX_STREAM_ID, MAX_VALUE
@@ -73,6 +73,7 @@ def _contiguous(data: Any) -> memoryview:
     except TypeError:
         raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
     if not view.c_contiguous:
+        view.release()  # the traceback must not keep the caller's buffer exported
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
     return view
 
@@ -137,6 +138,8 @@ def encode_data(
     _check(stream_id, 0)
     if stream_id == 0:
         raise ValueError("DATA frames need a non-zero stream id")
+    # Every conversion that can fail comes before ``data`` is exported (same in _frame.pyx).
+    hfr = bool(hfr)
     max_frame_size = _index(max_frame_size)
     view = memoryview(data).cast("B")
     n = len(view)
@@ -170,23 +173,30 @@ def append_data(
     _check(stream_id, 0)
     if stream_id == 0:
         raise ValueError("DATA frames need a non-zero stream id")
+    # Every conversion that can fail comes before ``data`` is exported (same in _frame.pyx).
+    hfr = bool(hfr)
     max_frame_size = _index(max_frame_size)
     view = _contiguous(data)
-    if view.ndim != 1 or view.itemsize != 1:
-        # Like the compiled module, take any contiguous buffer as its raw bytes.
-        view = memoryview(view.tobytes())
-    n = len(view)
-    if n == 0:
-        if hfr:
-            buf += pack_header(stream_id, 0, KIND_DATA_HFR)
-        return
-    pos = 0
-    while pos < n:
-        size = min(max_frame_size, n - pos)
-        last = pos + size == n
-        buf += pack_header(stream_id, size, KIND_DATA_HFR if hfr and last else KIND_DATA)
-        buf += view[pos : pos + size]
-        pos += size
+    try:
+        if view.ndim != 1 or view.itemsize != 1:
+            # Like the compiled module, take any contiguous buffer as its raw bytes.
+            raw = view.tobytes()
+            view.release()
+            view = memoryview(raw)
+        n = len(view)
+        if n == 0:
+            if hfr:
+                buf += pack_header(stream_id, 0, KIND_DATA_HFR)
+            return
+        pos = 0
+        while pos < n:
+            size = min(max_frame_size, n - pos)
+            last = pos + size == n
+            buf += pack_header(stream_id, size, KIND_DATA_HFR if hfr and last else KIND_DATA)
+            buf += view[pos : pos + size]
+            pos += size
+    finally:
+        view.release()  # like PyBuffer_Release: ``data`` is not held after the call
 
 
 class FrameDecoder:
@@ -248,6 +258,11 @@ class FrameDecoder:
     def in_frame(self) -> bool:
         """True when the bytes fed so far end inside a frame (header or payload)."""
         return bool(self._hbuf) or self._remaining > 0
+
+    def __reduce__(self) -> NoReturn:
+        # A decoder holds callbacks and possibly part of a frame: it is neither pickled nor
+        # copied (Cython's automatic pickling would mangle the partial header buffer).
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def feed(self, data: Any) -> None:
         """Decode ``data`` (any bytes-like object), dispatching every complete frame."""
