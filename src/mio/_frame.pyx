@@ -253,6 +253,7 @@ cdef class FrameDecoder:
     cdef uint32_t _sid
     cdef bint _hfr
     cdef uint64_t _offset
+    cdef uint64_t _frames
     cdef object _error
 
     def __init__(self, on_data, on_frame, max_frame_size=MAX_VALUE):
@@ -265,12 +266,18 @@ cdef class FrameDecoder:
         self._sid = 0
         self._hfr = False
         self._offset = 0
+        self._frames = 0
         self._error = None
 
     @property
     def max_frame_size(self):
         """Largest DATA payload accepted; a larger one is a :class:`~mio.FrameError`."""
         return self._max_frame_size
+
+    @property
+    def frames(self):
+        """Number of frames decoded so far (counted when their header is complete)."""
+        return self._frames
 
     @property
     def offset(self):
@@ -358,6 +365,7 @@ cdef class FrameDecoder:
                         f"DATA payload of {value} bytes exceeds the maximum frame size "
                         f"{self._max_frame_size}", raw_flags, sid)
                 self._offset += C_HEADER_SIZE
+                self._frames += 1
                 if value:
                     self._remaining = value
                     self._sid = sid
@@ -374,6 +382,7 @@ cdef class FrameDecoder:
             else:
                 self._fail("flags are not a frame kind", raw_flags, sid)
             self._offset += C_HEADER_SIZE
+            self._frames += 1
             on_frame(kind, sid, value)
         return 0
 

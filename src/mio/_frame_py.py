@@ -220,6 +220,7 @@ class FrameDecoder:
         "_hbuf",
         "_hfr",
         "_max_frame_size",
+        "_frames",
         "_offset",
         "_on_data",
         "_on_frame",
@@ -242,12 +243,18 @@ class FrameDecoder:
         self._sid = 0
         self._hfr = False
         self._offset = 0
+        self._frames = 0
         self._error: FrameError | None = None
 
     @property
     def max_frame_size(self) -> int:
         """Largest DATA payload accepted; a larger one is a :class:`~mio.FrameError`."""
         return self._max_frame_size
+
+    @property
+    def frames(self) -> int:
+        """Number of frames decoded so far (counted when their header is complete)."""
+        return self._frames
 
     @property
     def offset(self) -> int:
@@ -317,6 +324,7 @@ class FrameDecoder:
                     stream_id,
                 )
             self._offset += HEADER_SIZE
+            self._frames += 1
             hfr = kind == KIND_DATA_HFR
             if value:
                 self._remaining = value
@@ -334,4 +342,5 @@ class FrameDecoder:
         else:
             self._fail("flags are not a frame kind", raw_flags, stream_id)
         self._offset += HEADER_SIZE
+        self._frames += 1
         self._on_frame(kind, stream_id, value)

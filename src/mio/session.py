@@ -155,6 +155,7 @@ class Session(asyncio.Protocol):
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "frames_sent": self.frames_sent,
+            "frames_received": int(self._decoder.frames),
             "streams": len(self._streams),
         }
 
@@ -279,7 +280,10 @@ class Session(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         set_limits = getattr(transport, "set_write_buffer_limits", None)
         if set_limits is not None:
-            set_limits(high=self._config.write_buffer_high)
+            try:
+                set_limits(high=self._config.write_buffer_high)
+            except NotImplementedError:  # asyncio.Transport's default (e.g. mio.pipe())
+                pass
         cfg = self._config
         if cfg.keepalive_interval is not None:
             self._keepalive_handle = self._loop.call_later(
@@ -303,7 +307,10 @@ class Session(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._flush()
         if not self._closed:
-            self._shutdown(SessionClosedError("connection closed by the peer (EOF)"), abort=False)
+            reason = "connection closed by the peer (EOF)"
+            if self._decoder.in_frame:
+                reason = f"{reason} in the middle of a frame (after byte {self._decoder.offset})"
+            self._shutdown(SessionClosedError(reason), abort=False)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
