@@ -35,6 +35,7 @@ log = logging.getLogger("mio.session")
 StreamHandler = Callable[[Stream], Awaitable[None]]
 
 _FLUSH_THRESHOLD = 64 * 1024
+_ZERO_COPY_MIN = 32 * 1024
 _RECENT_RESETS = 4096
 
 _KIND_OPEN = 0x0C
@@ -499,8 +500,21 @@ class Session(asyncio.Protocol):
         buf = self._wbuf
         pos = len(buf)
         mfs = self._max_frame_size
-        self._append_data(buf, sid, data, mfs)
         n = len(data)
+        if (
+            n >= _ZERO_COPY_MIN
+            and n <= mfs
+            and type(data) is bytes
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            # Large immutable payload: header into the buffer, payload handed to the
+            # transport as is (writelines: no copy where the loop supports scatter writes).
+            self._append_frame(buf, sid, n, _KIND_DATA)
+            self.frames_sent += 1
+            self._flush(data)
+            return
+        self._append_data(buf, sid, data, mfs)
         frames = (n - 1) // mfs + 1
         self.frames_sent += frames
         self._last_data_sid = sid
@@ -539,7 +553,7 @@ class Session(asyncio.Protocol):
         if self._transport is not None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, payload: bytes | None = None) -> None:
         self._flush_handle = None
         self._last_data_sid = 0
         buf = self._wbuf
@@ -550,9 +564,13 @@ class Session(asyncio.Protocol):
             return
         # The transport may keep a reference to ``buf``: hand it over and start a new one.
         self._wbuf = bytearray()
-        self.bytes_sent += len(buf)
         self._sent_since_tick = True
-        transport.write(buf)
+        if payload is None:
+            self.bytes_sent += len(buf)
+            transport.write(buf)
+        else:
+            self.bytes_sent += len(buf) + len(payload)
+            transport.writelines((buf, payload))
 
     def _wake_writable(self) -> None:
         fut = self._writable_waiter
