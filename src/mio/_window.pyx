@@ -78,10 +78,12 @@ cdef class RecvWindow:
     :meth:`consume` accounts bytes the application read and returns the increment to
     announce, batched: an update is due only once at least half the window was consumed.
 
-    Auto-tuning: when ``max_window`` is above the initial window and, since the last update,
-    the peer came within a quarter of the window's end (it was limited by the window while
-    the reader kept up), the window doubles (up to ``max_window``) and the growth is added
-    to the increment. Memory per stream stays bounded by ``max_window``.
+    Auto-tuning (receiver-side slow start): when an update is due and the application has
+    kept up (at most a quarter of the window is still buffered unread), the window doubles,
+    up to ``max_window``, and the growth is added to the increment. A reader that keeps up
+    is what makes a larger window pay off; the receiver cannot see how much of the window
+    sits in the network's buffers, so it does not wait for the sender to look blocked. A
+    lagging reader stops the growth. Memory per stream stays bounded by ``max_window``.
     """
 
     cdef int64_t _window
@@ -89,7 +91,6 @@ cdef class RecvWindow:
     cdef int64_t _available
     cdef int64_t _buffered
     cdef int64_t _pending
-    cdef int64_t _low
 
     def __init__(self, initial, max_window=None):
         initial = PyNumber_Index(initial)
@@ -105,7 +106,6 @@ cdef class RecvWindow:
         self._available = initial
         self._buffered = 0
         self._pending = 0
-        self._low = initial
 
     @property
     def window(self):
@@ -148,8 +148,6 @@ cdef class RecvWindow:
         cdef int64_t k = n
         self._available -= k
         self._buffered += k
-        if self._available < self._low:
-            self._low = self._available
 
     def consume(self, n):
         """Account ``n`` bytes read by the application; return the increment to send, or 0."""
@@ -164,7 +162,7 @@ cdef class RecvWindow:
         if pending < (window >> 1) or pending == 0:
             self._pending = pending
             return 0
-        if self._low <= (window >> 2) and window < self._max_window:
+        if self._buffered <= (window >> 2) and window < self._max_window:
             grown = window << 1
             if grown > self._max_window:
                 grown = self._max_window
@@ -172,7 +170,6 @@ cdef class RecvWindow:
             self._window = grown
         self._available += pending
         self._pending = 0
-        self._low = self._available
         return pending
 
     def flush(self):
@@ -180,5 +177,4 @@ cdef class RecvWindow:
         cdef int64_t pending = self._pending
         self._available += pending
         self._pending = 0
-        self._low = self._available
         return pending

@@ -75,13 +75,15 @@ class RecvWindow:
     :meth:`consume` accounts bytes the application read and returns the increment to
     announce, batched: an update is due only once at least half the window was consumed.
 
-    Auto-tuning: when ``max_window`` is above the initial window and, since the last update,
-    the peer came within a quarter of the window's end (it was limited by the window while
-    the reader kept up), the window doubles (up to ``max_window``) and the growth is added
-    to the increment. Memory per stream stays bounded by ``max_window``.
+    Auto-tuning (receiver-side slow start): when an update is due and the application has
+    kept up (at most a quarter of the window is still buffered unread), the window doubles,
+    up to ``max_window``, and the growth is added to the increment. A reader that keeps up
+    is what makes a larger window pay off; the receiver cannot see how much of the window
+    sits in the network's buffers, so it does not wait for the sender to look blocked. A
+    lagging reader stops the growth. Memory per stream stays bounded by ``max_window``.
     """
 
-    __slots__ = ("_available", "_buffered", "_low", "_max_window", "_pending", "_window")
+    __slots__ = ("_available", "_buffered", "_max_window", "_pending", "_window")
 
     def __init__(self, initial: int, max_window: int | None = None) -> None:
         initial = _index(initial)
@@ -97,7 +99,6 @@ class RecvWindow:
         self._available = initial
         self._buffered = 0
         self._pending = 0
-        self._low = initial
 
     @property
     def window(self) -> int:
@@ -139,8 +140,6 @@ class RecvWindow:
         avail -= n
         self._available = avail
         self._buffered += n
-        if avail < self._low:
-            self._low = avail
 
     def consume(self, n: int) -> int:
         """Account ``n`` bytes read by the application; return the increment to send, or 0."""
@@ -153,7 +152,7 @@ class RecvWindow:
         if pending < (window >> 1) or pending == 0:
             self._pending = pending
             return 0
-        if self._low <= (window >> 2) and window < self._max_window:
+        if self._buffered <= (window >> 2) and window < self._max_window:
             grown = window << 1
             if grown > self._max_window:
                 grown = self._max_window
@@ -161,7 +160,6 @@ class RecvWindow:
             self._window = grown
         self._available += pending
         self._pending = 0
-        self._low = self._available
         return pending
 
     def flush(self) -> int:
@@ -169,5 +167,4 @@ class RecvWindow:
         pending = self._pending
         self._available += pending
         self._pending = 0
-        self._low = self._available
         return pending
