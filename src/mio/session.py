@@ -36,6 +36,7 @@ StreamHandler = Callable[[Stream], Awaitable[None]]
 
 _FLUSH_THRESHOLD = 64 * 1024
 _ZERO_COPY_MIN = 32 * 1024
+_READ_BUFFER = 256 * 1024
 _RECENT_RESETS = 4096
 
 _KIND_OPEN = 0x0C
@@ -54,13 +55,14 @@ def _code_name(code: int) -> str:
         return f"code {code}"
 
 
-class Session(asyncio.Protocol):
+class Session(asyncio.BufferedProtocol):
     """One MIO session: many streams over one transport.
 
     Usually made by :func:`mio.connect`, :func:`mio.serve`, :func:`mio.pipe` or the other
-    helpers of :mod:`mio`; as an ``asyncio.Protocol`` it also works with any transport
+    helpers of :mod:`mio`; as an asyncio protocol it also works with any transport
     (``loop.create_connection(lambda: Session(client=True), ...)``, TLS, Unix sockets,
-    socket pairs).
+    socket pairs). It is a ``BufferedProtocol`` (the transport reads straight into one
+    reusable buffer) and also accepts ``data_received`` from transports that push bytes.
 
     Args:
         client: True on the side that dialed the transport (it opens odd stream ids), False
@@ -105,6 +107,8 @@ class Session(asyncio.Protocol):
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.Transport | None = None
         self._wbuf = bytearray()
+        # Inbound bytes land here (BufferedProtocol); the decoder copies what it keeps.
+        self._rview = memoryview(bytearray(_READ_BUFFER))
         self._flush_handle: asyncio.Handle | None = None
         self._last_data_sid = 0
         self._last_data_flags = -1
@@ -295,6 +299,18 @@ class Session(asyncio.Protocol):
             self._idle_handle = self._loop.call_later(cfg.idle_timeout, self._idle_tick)
         if self._wbuf:
             self._schedule_flush()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
+        if self._idle_handle is not None:
+            self._last_recv = self._loop.time()
+        try:
+            self._decoder.feed(self._rview[:nbytes])
+        except FrameError as exc:
+            self._protocol_error(exc)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)

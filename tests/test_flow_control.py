@@ -1,0 +1,245 @@
+"""Flow control: per-stream windows hold writers back in ``drain()``, a stalled reader stalls
+only its own stream, window updates are batched, data beyond the window is answered with RST
+FLOW_CONTROL_ERROR on that stream only, and transport backpressure keeps memory bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from session_util import (
+    DATA,
+    DATA_HFR,
+    RST,
+    WINDOW_UPDATE,
+    Accepted,
+    RawPeer,
+    eventually,
+    mio_pair,
+    roundtrip,
+)
+
+import mio
+from mio.wire import ErrorCode
+
+SMALL = mio.Config(initial_window=4096, max_window=4096)
+CHUNK = 64 * 1024
+
+
+async def blocked(aw: object, timeout: float = 0.2) -> bool:
+    """True if the awaitable does not finish within ``timeout`` (it is cancelled then)."""
+    try:
+        await asyncio.wait_for(aw, timeout)  # type: ignore[arg-type]
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def test_writer_waits_in_drain_and_resumes_as_reader_reads(loop_kind: str) -> None:
+    payload = bytes(range(256)) * 256  # 64 KiB through a 4 KiB window
+    async with mio_pair(None, config=SMALL) as (client, server):
+        stream = await client.open_stream()
+        stream.write(payload)
+        assert stream.write_pending == len(payload) - 4096
+        assert await blocked(stream.drain())
+        peer = await server.accept_stream()
+        await eventually(lambda: peer.buffered == 4096)
+        assert await blocked(stream.drain())
+        assert stream.write_pending == len(payload) - 4096  # nothing more went out
+
+        drained = asyncio.ensure_future(stream.drain())
+        received = bytearray()
+        while len(received) < len(payload):
+            received += await peer.read(1000)
+            assert peer.buffered <= 4096
+        await drained
+        assert received == payload
+        assert stream.write_pending == 0
+
+
+async def test_stalled_reader_does_not_stop_other_streams() -> None:
+    async with mio_pair(None, config=SMALL) as (client, server):
+        stalled = await client.open_stream()
+        stalled.write(b"s" * 50_000)
+        stalled_peer = await server.accept_stream()
+        assert await blocked(stalled.drain())
+
+        async def serve_echo() -> None:
+            for _ in range(5):
+                stream = await server.accept_stream()
+                await stream.send(await stream.read())
+                stream.close()
+
+        echo_task = asyncio.ensure_future(serve_echo())
+        for i in range(5):
+            other = await client.open_stream()
+            payload = b"%d" % i * 10_000  # larger than the window: needs updates
+            assert await roundtrip(other, payload) == payload
+        await echo_task
+        assert stalled.write_pending > 0  # still held back
+
+        stalled.write_eof()
+        assert await stalled_peer.read() == b"s" * 50_000
+        await stalled.drain()
+
+
+async def test_window_updates_are_batched() -> None:
+    """The reference acknowledges every read; mio sends an update per half window consumed."""
+    total = 64 * 1024
+    accepted = Accepted()
+    async with await mio.serve(None, "127.0.0.1", 0, session_handler=accepted) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        raw.open(2, window=total)
+        raw.data(2, b"w" * total)  # 512 frames of 128 bytes, exactly the window
+        stream = await session.accept_stream()
+        await eventually(lambda: stream.buffered == total)
+        reads = 0
+        while stream.buffered:
+            assert len(await stream.read(100)) <= 100
+            reads += 1
+        assert reads == 656
+        raw.data(2, b"", hfr=True)
+        await stream.read()
+        stream.close()
+        await stream.wait_closed()
+        session.close()
+        await raw.read_to_eof()
+        updates = raw.frames(WINDOW_UPDATE)
+        assert 1 <= len(updates) <= 3
+        assert all(f.sid == 2 for f in updates)
+        # batched at half the window: what is consumed past the last update waits for more
+        assert sum(f.value for f in updates) >= total // 2
+        assert not raw.frames(RST)
+        await raw.close()
+
+
+async def test_data_beyond_window_resets_only_that_stream() -> None:
+    accepted = Accepted()
+    async with await mio.serve(None, "127.0.0.1", 0, session_handler=accepted) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        raw.open(2, window=1024)
+        raw.open(4, window=1024)
+        raw.data(2, b"x" * 1024)  # the whole window, unread
+        raw.data(2, b"y")  # one byte too many
+        rst = await raw.expect([RST])
+        assert (rst.sid, rst.value) == (2, ErrorCode.FLOW_CONTROL_ERROR)
+        raw.data(2, b"z" * 10)  # late data for the reset stream: no second RST
+
+        violated = await session.accept_stream()
+        with pytest.raises(mio.StreamResetError) as info:
+            await violated.read()
+        assert info.value.code == ErrorCode.FLOW_CONTROL_ERROR
+        with pytest.raises(mio.StreamResetError):
+            violated.write(b"nope")
+
+        raw.data(4, b"still fine", hfr=True)
+        other = await session.accept_stream()
+        assert other.id == 4
+        assert await other.read() == b"still fine"
+        other.write(b"pong")
+        other.close()
+        assert await raw.read_stream(4) == b"pong"
+        raw.rst(4, ErrorCode.NO_ERROR)
+        await eventually(lambda: session.stream_count == 0)
+        assert [f.sid for f in raw.frames(RST)] == [2]
+        assert not session.is_closed
+        await raw.close()
+
+
+def session_buffered(session: mio.Session, stream: mio.Stream) -> int:
+    """Bytes the session holds for sending: transport buffer, output buffer, window-held."""
+    transport = session._transport
+    in_transport = transport.get_write_buffer_size() if transport is not None else 0
+    return in_transport + len(session._wbuf) + stream.write_pending
+
+
+async def wait_stalled(progress: list[int]) -> None:
+    """Wait until the writer's progress counter stops moving."""
+    last = -1
+    stable = 0
+    while stable < 3:
+        await asyncio.sleep(0.05)
+        stable = stable + 1 if progress[0] == last else 0
+        last = progress[0]
+
+
+async def test_transport_backpressure_bounds_memory_raw_peer(loop_kind: str) -> None:
+    """A peer grants 100 MiB of window but does not read: the writer blocks in drain() on
+    the transport's high-water mark, not by buffering the 100 MiB."""
+    total = 100 * 1024 * 1024
+    high = 256 * 1024
+    config = mio.Config(write_buffer_high=high)
+    loop = asyncio.get_running_loop()
+    stream_fut: asyncio.Future[mio.Stream] = loop.create_future()
+    progress = [0]
+    peak = [0]
+    chunk = memoryview(bytes(CHUNK))
+
+    async def writer(stream: mio.Stream) -> None:
+        stream_fut.set_result(stream)
+        while progress[0] < total:
+            stream.write(chunk)
+            progress[0] += CHUNK
+            peak[0] = max(peak[0], session_buffered(stream.session, stream))
+            await stream.drain()
+
+    async with await mio.serve(writer, "127.0.0.1", 0, config=config) as server:
+        raw = await RawPeer.connect(server.port, rcvbuf=64 * 1024)
+        raw.open(2)
+        for _ in range(total // 0xFFFFFF + 1):
+            raw.window_update(2, 0xFFFFFF)
+        stream = await asyncio.wait_for(stream_fut, 10)
+        await wait_stalled(progress)
+        assert progress[0] < total
+        assert await blocked(stream.drain(), 0.3)
+        assert session_buffered(stream.session, stream) <= high + 2 * CHUNK
+        assert peak[0] <= high + 2 * CHUNK
+
+        received = 0
+        while True:
+            frame = await raw.expect([DATA, DATA_HFR])
+            received += len(frame.payload)
+            if frame.kind == DATA_HFR:
+                break
+        assert received == total
+        assert peak[0] <= high + 2 * CHUNK
+        raw.data(2, b"", hfr=True)
+        await raw.close()
+
+
+async def test_transport_backpressure_bounds_memory_mio_peer() -> None:
+    """A mio peer that does not read: the writer is held by the window, memory stays bounded."""
+    total = 16 * 1024 * 1024
+    window = 256 * 1024
+    config = mio.Config(initial_window=window, max_window=window)
+    progress = [0]
+    peak = [0]
+    chunk = memoryview(bytes(CHUNK))
+    async with mio_pair(None, config=config) as (client, server):
+        stream = await client.open_stream()
+
+        async def writer() -> None:
+            while progress[0] < total:
+                stream.write(chunk)
+                progress[0] += CHUNK
+                peak[0] = max(peak[0], session_buffered(client, stream))
+                await stream.drain()
+            stream.write_eof()
+
+        task = asyncio.ensure_future(writer())
+        await wait_stalled(progress)
+        assert progress[0] <= window + CHUNK
+        assert await blocked(stream.drain())
+        bound = window + config.write_buffer_high + CHUNK
+        assert session_buffered(client, stream) <= bound
+
+        peer = await server.accept_stream()
+        received = 0
+        async for data in peer:
+            received += len(data)
+            assert peer.buffered <= window
+        await task
+        assert received == total
+        assert peak[0] <= bound
