@@ -216,7 +216,7 @@ async def test_transport_backpressure_bounds_memory_mio_peer() -> None:
     config = mio.Config(initial_window=window, max_window=window)
     progress = [0]
     peak = [0]
-    chunk = memoryview(bytes(CHUNK))
+    chunk = bytes(CHUNK)  # whole bytes objects: the session's zero-copy path
     async with mio_pair(None, config=config) as (client, server):
         stream = await client.open_stream()
 

@@ -217,10 +217,10 @@ class FrameDecoder:
 
     __slots__ = (
         "_error",
+        "_frames",
         "_hbuf",
         "_hfr",
         "_max_frame_size",
-        "_frames",
         "_offset",
         "_on_data",
         "_on_frame",

@@ -46,7 +46,14 @@ FrameDecoder = frame.FrameDecoder
 SendWindow = window.SendWindow
 RecvWindow = window.RecvWindow
 
-__all__ = ("EXTENSIONS_ACTIVE", "NO_EXTENSIONS", "frame", "window", "FrameDecoder",
-           "SendWindow", "RecvWindow")
+__all__ = (
+    "EXTENSIONS_ACTIVE",
+    "NO_EXTENSIONS",
+    "frame",
+    "window",
+    "FrameDecoder",
+    "SendWindow",
+    "RecvWindow",
+)
 
-del os, platform, sys
+del platform, sys  # os stays: _env_flag reads the environment

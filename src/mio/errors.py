@@ -50,12 +50,16 @@ class FrameError(ProtocolError, ValueError):
 
     error_code = ErrorCode.PROTOCOL_ERROR
 
-    def __init__(self, message: str, offset: int = -1, flags: int = -1, stream_id: int = -1) -> None:
+    def __init__(
+        self, message: str, offset: int = -1, flags: int = -1, stream_id: int = -1
+    ) -> None:
         self.offset = offset
         self.flags = flags
         self.stream_id = stream_id
         if offset >= 0:
-            message = f"{message} (frame at offset {offset}, flags 0x{flags:02x}, stream {stream_id})"
+            message = (
+                f"{message} (frame at offset {offset}, flags 0x{flags:02x}, stream {stream_id})"
+            )
         super().__init__(message)
 
 

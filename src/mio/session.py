@@ -241,7 +241,9 @@ class Session(asyncio.BufferedProtocol):
 
     async def aclose(self, code: int = ErrorCode.NO_ERROR, timeout: float | None = None) -> None:
         """Graceful close: refuse new streams, let open ones finish (up to ``timeout``,
-        default ``config.close_timeout``), then :meth:`close` and wait for the transport."""
+        default ``config.close_timeout``), then :meth:`close` and wait for the transport to
+        flush (up to ``config.close_timeout``: a peer that does not read is then aborted)."""
+        limit = self._config.close_timeout if timeout is None else timeout
         if not self._closed:
             self._closing = True
             self._wake_accept()
@@ -250,14 +252,17 @@ class Session(asyncio.BufferedProtocol):
             if self._streams:
                 fut = self._idle_waiter = self._loop.create_future()
                 try:
-                    await asyncio.wait_for(
-                        asyncio.shield(fut),
-                        self._config.close_timeout if timeout is None else timeout,
-                    )
+                    await asyncio.wait_for(asyncio.shield(fut), limit)
                 except asyncio.TimeoutError:
                     log.debug("graceful close timed out with %d streams open", len(self._streams))
             self.close(code)
-        await self.wait_closed()
+        try:
+            await asyncio.wait_for(self.wait_closed(), self._config.close_timeout)
+        except asyncio.TimeoutError:
+            log.debug("transport not flushed within close_timeout: aborting it")
+            if self._transport is not None:
+                self._transport.abort()
+            await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the transport is closed."""
@@ -338,6 +343,7 @@ class Session(asyncio.BufferedProtocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._write_paused = False  # no transport, nothing to wait for: drain() must not hang
         self._wake_writable()
         if not self._closed_waiter.done():
             self._closed_waiter.set_result(None)

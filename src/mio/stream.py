@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ("Stream",)
 
 _READ_CHUNK = 64 * 1024
+# Received pieces under _SMALL_PIECE bytes are appended to a bytearray tail of at most
+# _TAIL_LIMIT bytes instead of being queued one object each.
+_SMALL_PIECE = 512
+_TAIL_LIMIT = 64 * 1024
 
 
 class Stream:
@@ -70,7 +74,7 @@ class Stream:
         self._loop = session._loop
         self._recv = session._codec.window.RecvWindow(window, max(window, max_window))
         self._send = session._codec.window.SendWindow(window)
-        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
+        self._chunks: collections.deque[bytes | bytearray | memoryview] = collections.deque()
         self._size = 0
         self._eof = False  # the peer's direction has ended (no more data will come)
         self._error: BaseException | None = None  # raised by reads once the buffer is drained
@@ -165,9 +169,25 @@ class Stream:
         return self._take(n)
 
     async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first."""
+        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first.
+
+        Up to the receive window, a cancelled call loses nothing; a larger ``n`` is read
+        piecewise (the peer needs window updates to send it all), and like ``read(-1)`` a
+        call cancelled midway loses what it had taken.
+        """
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
+        if n > self._recv.window:
+            # The buffer can never hold n bytes: waiting for them all would deadlock.
+            parts = []
+            got = 0
+            while got < n:
+                chunk = await self.read(n - got)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"".join(parts), n)
+                parts.append(chunk)
+                got += len(chunk)
+            return b"".join(parts)
         while self._size < n:
             if self._eof:
                 if self._error is not None and not self._size:
@@ -490,7 +510,18 @@ class Stream:
                 if inc and not end:
                     self._session._send_window_update(self._id, inc)
             else:
-                self._chunks.append(data)
+                chunks = self._chunks
+                if n < _SMALL_PIECE and chunks:
+                    # The reader is behind: tiny payloads share one bytearray, so a flood of
+                    # 2-byte frames does not cost one ~40-byte object per frame on top of
+                    # what the window admits. (An empty buffer keeps the zero-copy path.)
+                    tail = chunks[-1]
+                    if type(tail) is bytearray and len(tail) < _TAIL_LIMIT:
+                        tail += data
+                    else:
+                        chunks.append(bytearray(data))
+                else:
+                    chunks.append(data)
                 self._size += n
         if end:
             self._on_remote_end(None)

@@ -1,0 +1,128 @@
+"""Cancelling read, drain, open_stream and accept_stream (timeouts) never corrupts the
+session, never leaks a stream, and later operations work."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from session_util import echo, eventually, mio_pair, no_new_tasks, pending_tasks, roundtrip
+
+import mio
+
+SMALL = mio.Config(initial_window=4096, max_window=4096)
+
+
+async def test_cancelled_read_loses_nothing(loop_kind: str) -> None:
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"hello")
+        peer = await server.accept_stream()
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.read(10), 0.01)
+        peer.write(b"12345")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(stream.readexactly(10), 0.05)  # half arrived
+        peer.write(b"67890")
+        peer.write_eof()
+        assert await stream.readexactly(10) == b"1234567890"
+        assert await stream.read() == b""
+        assert await peer.readexactly(5) == b"hello"
+
+
+async def test_cancelled_drain_keeps_the_data() -> None:
+    payload = bytes(range(256)) * 100
+    async with mio_pair(None, config=SMALL) as (client, server):
+        stream = await client.open_stream()
+        stream.write(payload)
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.drain(), 0.01)
+        stream.write_eof()
+        peer = await server.accept_stream()
+        assert await peer.read() == payload
+        await asyncio.wait_for(stream.drain(), 5)
+
+
+async def test_cancelled_open_stream_at_the_limit() -> None:
+    async with mio_pair(client_config=mio.Config(max_streams=2)) as (client, server):
+        first = await client.open_stream()
+        second = await client.open_stream()
+        for _ in range(5):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.open_stream(), 0.01)
+        assert client.stream_count == 2
+        assert await roundtrip(first, b"one") == b"one"
+        third = await asyncio.wait_for(client.open_stream(), 5)
+        assert third.id == 5  # no id was consumed by the cancelled attempts
+        assert await roundtrip(second, b"two") == b"two"
+        assert await roundtrip(third, b"three") == b"three"
+        await eventually(lambda: client.stream_count == 0 and server.stream_count == 0)
+
+
+async def test_open_stream_waiting_at_the_limit_is_woken() -> None:
+    async with mio_pair(client_config=mio.Config(max_streams=1)) as (client, _):
+        first = await client.open_stream()
+        waiting = asyncio.ensure_future(client.open_stream())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert await roundtrip(first, b"a") == b"a"
+        second = await asyncio.wait_for(waiting, 5)
+        assert await roundtrip(second, b"b") == b"b"
+
+
+async def test_cancelled_accept_stream() -> None:
+    async with mio_pair(None) as (client, server):
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(server.accept_stream(), 0.01)
+        stream = await client.open_stream()
+        stream.write(b"late")
+        stream.write_eof()
+        peer = await asyncio.wait_for(server.accept_stream(), 5)
+        assert await peer.read() == b"late"
+        peer.close()
+        await stream.wait_closed()
+
+
+async def test_random_timeouts_under_load_leave_a_clean_session() -> None:
+    """Many streams, each op racing a tiny timeout that is retried: data stays exact."""
+    rng = random.Random(1234)
+    before = pending_tasks()
+
+    timeouts = [0]
+
+    async def with_retry(make: object) -> object:
+        while True:
+            try:
+                return await asyncio.wait_for(make(), rng.choice([0, 0.0005, 0.002, 1]))  # type: ignore[operator]
+            except asyncio.TimeoutError:
+                timeouts[0] += 1
+
+    async def user(client: mio.Session, i: int) -> None:
+        stream = await with_retry(client.open_stream)
+        assert isinstance(stream, mio.Stream)
+        sent = bytearray()
+        received = bytearray()
+        for j in range(5):
+            msg = b"%d-%d;" % (i, j) * 50
+            sent += msg
+            stream.write(msg)
+            await with_retry(stream.drain)
+            while len(received) < len(sent):
+                received += await with_retry(lambda: stream.read(4096))
+        stream.write_eof()
+        received += await stream.read()
+        assert received == sent
+
+    async with mio_pair(echo, config=SMALL, client_config=SMALL.replace(max_streams=8)) as (
+        client,
+        server,
+    ):
+        await asyncio.gather(*(user(client, i) for i in range(40)))
+        await eventually(lambda: client.stream_count == 0 and server.stream_count == 0)
+        assert await roundtrip(await client.open_stream(), b"still fine") == b"still fine"
+    assert timeouts[0] > 100
+    await no_new_tasks(before)
