@@ -21,6 +21,7 @@ from .config import Config
 from .errors import (
     FlowControlError,
     FrameError,
+    MioError,
     SessionClosedError,
     StreamLimitError,
     StreamResetError,
@@ -37,6 +38,7 @@ StreamHandler = Callable[[Stream], Awaitable[None]]
 _FLUSH_THRESHOLD = 64 * 1024
 _ZERO_COPY_MIN = 32 * 1024
 _READ_BUFFER = 256 * 1024
+_EOF_LINGER = 1.0
 _RECENT_RESETS = 4096
 
 _KIND_OPEN = 0x0C
@@ -122,6 +124,9 @@ class Session(asyncio.BufferedProtocol):
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._last_recv = 0.0
+        self._eof_seen = False
+        self._linger_handle: asyncio.TimerHandle | None = None
+        self._abort_handle: asyncio.TimerHandle | None = None
         self._sent_since_tick = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -237,12 +242,11 @@ class Session(asyncio.BufferedProtocol):
         if self._closed:
             return
         self._send_frame(0, code, _KIND_FIN)
-        self._shutdown(SessionClosedError("session closed locally", None), abort=False)
+        self._shutdown(SessionClosedError("session closed locally", None), abort=False, local=True)
 
     async def aclose(self, code: int = ErrorCode.NO_ERROR, timeout: float | None = None) -> None:
         """Graceful close: refuse new streams, let open ones finish (up to ``timeout``,
-        default ``config.close_timeout``), then :meth:`close` and wait for the transport to
-        flush (up to ``config.close_timeout``: a peer that does not read is then aborted)."""
+        default ``config.close_timeout``), then :meth:`close` and wait for the transport."""
         limit = self._config.close_timeout if timeout is None else timeout
         if not self._closed:
             self._closing = True
@@ -256,16 +260,16 @@ class Session(asyncio.BufferedProtocol):
                 except asyncio.TimeoutError:
                     log.debug("graceful close timed out with %d streams open", len(self._streams))
             self.close(code)
-        try:
-            await asyncio.wait_for(self.wait_closed(), self._config.close_timeout)
-        except asyncio.TimeoutError:
-            log.debug("transport not flushed within close_timeout: aborting it")
-            if self._transport is not None:
-                self._transport.abort()
-            await self.wait_closed()
+        await self.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the transport is closed."""
+        """Wait until the transport is closed.
+
+        After FIN, mio half-closes the transport and reads until the peer's EOF (up to
+        one second) so that the kernel never answers unread input with a TCP RST that
+        could destroy the FIN; a peer that does not read is aborted after
+        ``config.close_timeout``. So this always returns within that bound.
+        """
         await asyncio.shield(self._closed_waiter)
 
     async def __aenter__(self) -> Session:
@@ -310,6 +314,8 @@ class Session(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_received += nbytes
+        if self._closed:
+            return  # draining the peer's last bytes before closing the transport
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
         try:
@@ -319,6 +325,8 @@ class Session(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        if self._closed:
+            return
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
         try:
@@ -327,6 +335,7 @@ class Session(asyncio.BufferedProtocol):
             self._protocol_error(exc)
 
     def eof_received(self) -> bool:
+        self._eof_seen = True
         self._flush()
         if not self._closed:
             reason = "connection closed by the peer (EOF)"
@@ -340,6 +349,10 @@ class Session(asyncio.BufferedProtocol):
             reason = f"connection lost: {exc!r}" if exc else "connection closed by the peer"
             self._shutdown(SessionClosedError(reason), abort=False)
         self._transport = None
+        for handle in (self._linger_handle, self._abort_handle):
+            if handle is not None:
+                handle.cancel()
+        self._linger_handle = self._abort_handle = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -449,6 +462,9 @@ class Session(asyncio.BufferedProtocol):
             if not self._closed:
                 stream.reset(ErrorCode.INTERNAL_ERROR)
             raise
+        except MioError as exc:  # the stream or session died under the handler: not a bug
+            log.debug("stream handler on stream %d ended by %r", stream._id, exc)
+            stream.reset(ErrorCode.INTERNAL_ERROR)
         except Exception:
             log.exception("stream handler failed on stream %d", stream._id)
             stream.reset(ErrorCode.INTERNAL_ERROR)
@@ -484,8 +500,12 @@ class Session(asyncio.BufferedProtocol):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _shutdown(self, error: SessionClosedError, *, abort: bool) -> None:
-        """End the session: every stream ends with ``error``, the transport is closed."""
+    def _shutdown(self, error: SessionClosedError, *, abort: bool, local: bool = False) -> None:
+        """End the session: every stream ends with ``error``, the transport is closed.
+
+        Handler tasks are cancelled at once when the application closed the session
+        (``local``); otherwise they get ``close_timeout`` to read what already arrived.
+        """
         self._closed = True
         self._close_error = error
         for stream in list(self._streams.values()):
@@ -498,17 +518,55 @@ class Session(asyncio.BufferedProtocol):
             if handle is not None:
                 handle.cancel()
         self._keepalive_handle = self._idle_handle = None
+        if local:
+            self._cancel_handlers()
+        elif self._handler_tasks:
+            self._loop.call_later(self._config.close_timeout, self._cancel_handlers)
+        transport = self._transport
+        if transport is None:
+            if not self._closed_waiter.done():
+                self._closed_waiter.set_result(None)
+        elif abort:
+            transport.abort()
+        else:
+            self._close_transport(transport)
+
+    def _cancel_handlers(self) -> None:
         for task in list(self._handler_tasks):
             task.cancel()
-        transport = self._transport
-        if transport is not None:
-            if abort:
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        self._flush()
+        # Half-close and read until the peer's EOF: closing a socket that has unread input
+        # makes the kernel send a TCP RST, which can destroy our FIN still in flight.
+        try:
+            half_close = transport.can_write_eof() and not self._eof_seen
+        except (AttributeError, NotImplementedError):
+            half_close = False
+        if half_close:
+            try:
+                transport.write_eof()
+            except OSError:  # the connection is already gone
                 transport.abort()
-            else:
-                self._flush()
-                transport.close()
-        elif not self._closed_waiter.done():
-            self._closed_waiter.set_result(None)
+                return
+            self._linger_handle = self._loop.call_later(
+                min(_EOF_LINGER, self._config.close_timeout), self._close_now
+            )
+        else:
+            transport.close()
+        # A peer that never reads would keep our output (and the close) pending forever.
+        self._abort_handle = self._loop.call_later(self._config.close_timeout, self._abort_now)
+
+    def _close_now(self) -> None:
+        self._linger_handle = None
+        if self._transport is not None:
+            self._transport.close()
+
+    def _abort_now(self) -> None:
+        self._abort_handle = None
+        if self._transport is not None:
+            log.debug("transport not closed within close_timeout: aborting it")
+            self._transport.abort()
 
     # ------------------------------------------------------------------ outbound frames
     def _send_frame(self, sid: int, value: int, flags: int) -> None:
@@ -614,6 +672,9 @@ class Session(asyncio.BufferedProtocol):
             return
         if not self._sent_since_tick:
             self._send_frame(0, 0, _KIND_SESSION_WINDOW_UPDATE)
+            # Out now, so that the keepalive itself does not count as traffic at the next
+            # tick (that would halve the keepalive rate and let the peer's idle timer expire).
+            self._flush()
         self._sent_since_tick = False
         self._keepalive_handle = self._loop.call_later(interval, self._keepalive_tick)
 
