@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -42,7 +42,10 @@ async def connect(
     """
     loop = asyncio.get_running_loop()
     _, session = await loop.create_connection(
-        lambda: Session(client=True, config=config, handler=handler), host, port, ssl=ssl,
+        lambda: Session(client=True, config=config, handler=handler),
+        host,
+        port,
+        ssl=ssl,
         **kwargs,
     )
     return session
@@ -115,7 +118,7 @@ class Server:
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets."""
         assert self._server is not None
-        return tuple(self._server.sockets)  # type: ignore[arg-type]
+        return tuple(getattr(self._server, "sockets", ()))
 
     @property
     def port(self) -> int:
@@ -168,7 +171,7 @@ class Server:
 
 async def serve(
     handler: StreamHandler | None = None,
-    host: str | Iterable[str] | None = None,
+    host: str | Sequence[str] | None = None,
     port: int = 0,
     *,
     ssl: _ssl.SSLContext | None = None,
@@ -255,7 +258,7 @@ def session_from_streams(
 class _MemoryTransport(asyncio.Transport):
     """One end of an in-memory connection (for tests): delivers writes on the next loop turn."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: Session) -> None:
         super().__init__()
         self._loop = loop
         self._protocol = protocol

@@ -44,28 +44,28 @@ class Stream:
     """
 
     __slots__ = (
-        "_session",
-        "_id",
-        "_loop",
-        "_recv",
-        "_send",
+        "__weakref__",
         "_chunks",
-        "_size",
-        "_eof",
-        "_error",
-        "_waiter",
-        "_pending",
-        "_pending_size",
-        "_eof_queued",
-        "_local_ended",
-        "_write_error",
-        "_drain_waiter",
         "_closing",
+        "_drain_waiter",
+        "_eof",
+        "_eof_queued",
+        "_error",
         "_finished",
         "_finished_waiter",
+        "_id",
         "_linger",
+        "_local_ended",
+        "_loop",
         "_outbound",
-        "__weakref__",
+        "_pending",
+        "_pending_size",
+        "_recv",
+        "_send",
+        "_session",
+        "_size",
+        "_waiter",
+        "_write_error",
     )
 
     def __init__(self, session: Session, stream_id: int, window: int, max_window: int) -> None:
@@ -152,7 +152,7 @@ class Stream:
         this direction.
         """
         if n < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = await self.read(_READ_CHUNK * 4)
                 if not chunk:
@@ -179,7 +179,7 @@ class Stream:
             raise ValueError("readexactly size can not be less than zero")
         if n > self._recv.window:
             # The buffer can never hold n bytes: waiting for them all would deadlock.
-            parts = []
+            parts: list[bytes] = []
             got = 0
             while got < n:
                 chunk = await self.read(n - got)
@@ -261,7 +261,7 @@ class Stream:
     def _coalesce(self) -> bytes:
         chunks = self._chunks
         if len(chunks) == 1 and type(chunks[0]) is bytes:
-            return chunks[0]  # type: ignore[return-value]
+            return chunks[0]
         buf = b"".join(chunks)
         chunks.clear()
         chunks.append(buf)
@@ -299,7 +299,7 @@ class Stream:
         inc = self._recv.consume(taken)
         if inc and not self._eof:
             self._session._send_window_update(self._id, inc)
-        return data  # type: ignore[return-value]
+        return data
 
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | bytearray | memoryview) -> None:
