@@ -107,6 +107,7 @@ class Session(asyncio.BufferedProtocol):
         self._accept_waiter: asyncio.Future[None] | None = None
         self._open_waiter: asyncio.Future[None] | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handlers_deadline: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._wbuf = bytearray()
         # Inbound bytes land here (BufferedProtocol); the decoder copies what it keeps.
@@ -428,7 +429,7 @@ class Session(asyncio.BufferedProtocol):
         if handler is not None:
             task = self._loop.create_task(self._run_handler(handler, stream))
             self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+            task.add_done_callback(self._handler_done)
         else:
             self._accept_queue.append(stream)
             self._wake_accept()
@@ -521,7 +522,9 @@ class Session(asyncio.BufferedProtocol):
         if local:
             self._cancel_handlers()
         elif self._handler_tasks:
-            self._loop.call_later(self._config.close_timeout, self._cancel_handlers)
+            self._handlers_deadline = self._loop.call_later(
+                self._config.close_timeout, self._cancel_handlers
+            )
         transport = self._transport
         if transport is None:
             if not self._closed_waiter.done():
@@ -531,7 +534,15 @@ class Session(asyncio.BufferedProtocol):
         else:
             self._close_transport(transport)
 
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handler_tasks.discard(task)
+        if not self._handler_tasks and self._handlers_deadline is not None:
+            # The last handler is done: the timer must not keep the closed session alive.
+            self._handlers_deadline.cancel()
+            self._handlers_deadline = None
+
     def _cancel_handlers(self) -> None:
+        self._handlers_deadline = None
         for task in list(self._handler_tasks):
             task.cancel()
 
