@@ -1,0 +1,314 @@
+"""Raw asyncio TCP baselines (``asyncio.Protocol`` API, default loop or uvloop).
+
+Variant ``conn`` (raw TCP (a)): W2 opens a new TCP connection per request (64 bytes, then
+half-close; the server echoes and closes on EOF), W3 opens 1000 connections (one per stream).
+Variant ``pipe`` (raw TCP (b)): W2/W3 share one connection carrying ``[u32 len][u32 id]``
+frames, writes coalesced once per loop iteration: what hand-written multiplexing of
+requests over one asyncio connection costs, with no flow control, no per-stream state.
+W1 (both): one plain connection, 64 KiB writes with ``pause_writing`` backpressure, half-close,
+the server acknowledges the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from typing import Any
+
+from .. import common as C
+
+DEFAULT_OPTS: dict[str, Any] = {}
+HDR = struct.Struct("!II")  # payload length, request id
+
+
+# ---------------------------------------------------------------------------- server side
+class BulkServer(asyncio.Protocol):
+    def __init__(self, stats: dict[str, Any], verify: bool) -> None:
+        self.stats, self.verify = stats, verify
+        self.n = 0
+        self.crc = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.n += len(data)
+        if self.verify:
+            self.crc = zlib.crc32(data, self.crc)
+
+    def eof_received(self) -> bool:
+        self.stats["bulk_bytes"] = self.stats.get("bulk_bytes", 0) + self.n
+        self.t.write(C.ACK.pack(self.n, self.crc))
+        self.t.close()
+        return True
+
+
+class EchoServer(asyncio.Protocol):
+    """Echo everything; close once the client half-closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.t.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself once the echo is written
+
+
+class FramedEchoServer(asyncio.Protocol):
+    """Parse ``[len][id][payload]`` frames, answer each one (one write per read)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        off, n, out = 0, len(buf), bytearray()
+        while n - off >= 8:
+            ln, _ = HDR.unpack_from(buf, off)
+            end = off + 8 + ln
+            if end > n:
+                break
+            out += buf[off:end]
+            off = end
+        if off:
+            del buf[:off]
+        if out:
+            self.t.write(out)
+
+
+async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    factories = {
+        "bulk": lambda: BulkServer(stats, verify),
+        "echo": EchoServer,
+        "framed": FramedEchoServer,
+    }
+    ports = {}
+    for kind, factory in factories.items():
+        srv = await loop.create_server(factory, C.HOST, 0, backlog=4096)
+        ports[kind] = srv.sockets[0].getsockname()[1]
+    return ports
+
+
+# ---------------------------------------------------------------------------- client side
+class BulkClient(asyncio.Protocol):
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[bytes] = loop.create_future()
+        self.buf = bytearray()
+        self.paused = False
+        self.resume: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.resume = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.resume is not None and not self.resume.done():
+            self.resume.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(bytes(self.buf))
+        self.resume_writing()
+
+    async def write(self, chunk: bytes) -> None:
+        self.t.write(chunk)
+        if self.paused and self.resume is not None:
+            await self.resume
+
+    async def finish(self) -> tuple[int, int]:
+        self.t.write_eof()
+        ack = await self.done
+        if len(ack) != C.ACK.size:
+            return -1, 0
+        n, crc = C.ACK.unpack(ack)
+        return n, crc
+
+
+class OneShot(asyncio.Protocol):
+    """W2 (a): send the request, half-close, collect the answer until the server closes."""
+
+    def __init__(self, payload: bytes, fut: asyncio.Future[bytes]) -> None:
+        self.payload, self.fut = payload, fut
+        self.buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t: asyncio.Transport = transport  # type: ignore[assignment]
+        t.write(self.payload)
+        t.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.fut.done():
+            self.fut.set_result(bytes(self.buf))
+
+
+class EchoConn(asyncio.Protocol):
+    """W3 (a): one connection per stream."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.buf = bytearray()
+        self.want = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and len(self.buf) >= self.want:
+            self.waiter.set_result(None)
+            self.waiter = None
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection lost"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    async def roundtrip(self, msg: bytes) -> bytes:
+        self.t.write(msg)
+        n = len(msg)
+        if len(self.buf) < n:
+            self.want = n
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        resp = bytes(self.buf[:n])
+        del self.buf[:n]
+        return resp
+
+    async def finish(self) -> bool:
+        self.t.write_eof()
+        await self.lost
+        return not self.buf
+
+
+class FramedClient(asyncio.Protocol):
+    """One connection, request-id multiplexing, writes coalesced per loop iteration."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.flush_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def request(self, rid: int, payload: bytes) -> asyncio.Future[bytes]:
+        fut = self.loop.create_future()
+        self.pending[rid] = fut
+        self.out += HDR.pack(len(payload), rid)
+        self.out += payload
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out:
+            self.t.write(bytes(self.out))
+            self.out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        off, n = 0, len(buf)
+        while n - off >= 8:
+            ln, rid = HDR.unpack_from(buf, off)
+            end = off + 8 + ln
+            if end > n:
+                break
+            self.pending.pop(rid).set_result(bytes(buf[off + 8 : end]))
+            off = end
+        if off:
+            del buf[:off]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("connection lost"))
+
+
+class _PipeEcho:
+    def __init__(self, conn: FramedClient, i: int) -> None:
+        self.conn, self.i = conn, i
+
+    async def roundtrip(self, msg: bytes) -> bytes:
+        return await self.conn.request(self.i, msg)
+
+    async def finish(self) -> bool:
+        return True  # ids need no closing
+
+
+class Client:
+    def __init__(self, ports: dict[str, int], opts: dict[str, Any], variant: str) -> None:
+        if variant not in ("conn", "pipe"):
+            raise ValueError(f"raw TCP variant {variant!r}")
+        self._ports = ports
+        self._pipe = variant == "pipe"
+        self._transport: asyncio.Transport | None = None
+        self._framed: FramedClient | None = None
+        self._kind = ""
+
+    async def connect(self, kind: str) -> None:
+        self._kind = kind
+        if self._pipe and kind == "echo":
+            loop = asyncio.get_running_loop()
+            t, p = await loop.create_connection(FramedClient, C.HOST, self._ports["framed"])
+            self._transport, self._framed = t, p
+
+    async def open_bulk(self) -> BulkClient:
+        loop = asyncio.get_running_loop()
+        _, p = await loop.create_connection(BulkClient, C.HOST, self._ports["bulk"])
+        return p
+
+    async def request(self, i: int, payload: bytes) -> bytes:
+        if self._framed is not None:
+            return await self._framed.request(i, payload)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        await loop.create_connection(lambda: OneShot(payload, fut), C.HOST, self._ports["echo"])
+        return await fut
+
+    async def open_echo(self, i: int) -> EchoConn | _PipeEcho:
+        if self._framed is not None:
+            return _PipeEcho(self._framed, i)
+        loop = asyncio.get_running_loop()
+        _, p = await loop.create_connection(EchoConn, C.HOST, self._ports["echo"])
+        return p
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def stats(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,623 @@
+"""The ``mio`` command line: ``mio echo``, ``mio bench``, ``mio --version`` (and the tunnel
+commands of :mod:`mio.tunnel`, when installed).
+
+Every command returns an exit code: 0 on success, 1 on failure, 2 on a usage error, 130 when
+interrupted. ``python -m mio`` runs the same entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import platform
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _impl
+from ._version import __version__
+from .config import Config
+
+try:
+    from .tunnel import cli as tunnel_cli
+except ImportError:
+    tunnel_cli = None  # type: ignore[assignment]
+
+__all__ = (
+    "main",
+    "build_parser",
+    "version_text",
+    "add_config_arguments",
+    "config_from_args",
+    "add_logging_arguments",
+    "setup_logging",
+    "parse_hostport",
+    "parse_size",
+)
+
+log = logging.getLogger("mio.echo")
+
+EPILOG = """\
+examples:
+  mio echo --listen 127.0.0.1:7000          echo server (every stream echoed until EOF)
+  mio echo --listen :7000 --window 1M -v    all interfaces, 1 MiB stream windows, logging
+  mio bench --quick                         the comparison benchmark in under a minute
+  mio bench --systems mio,tcp-b --loop uvloop --json out.jsonl --plot out.png
+  mio COMMAND --help                        the options of one command
+"""
+
+ECHO_DESCRIPTION = """\
+Listen for MIO sessions over TCP and echo every stream the clients open: whatever
+arrives is written back until the client half-closes (write_eof), then the stream is
+closed. Prints "listening on HOST:PORT" on stdout once ready (with port 0, the port
+the system picked).
+
+SIGINT or SIGTERM: stop accepting, let open streams finish (up to --grace seconds),
+close every session, exit with code 0. A second signal closes everything at once.
+"""
+ECHO_EPILOG = """\
+examples:
+  mio echo --listen 127.0.0.1:0                 any free port (printed)
+  mio echo --listen [::1]:7000 --window 1M -v   IPv6, 1 MiB stream windows, session log
+  mio echo --max-frame-size 128                 frames a reference (Go) peer accepts
+  mio echo --keepalive 10 --idle-timeout 30     drop peers that go silent
+"""
+
+
+# ---------------------------------------------------------------------------- version
+def version_text() -> str:
+    """``mio X.Y.Z (...)``: the version and whether the compiled extensions are active."""
+    if _impl.EXTENSIONS_ACTIVE:
+        ext = "compiled extensions active"
+    else:
+        if platform.python_implementation() != "CPython":
+            why = f"not available on {platform.python_implementation()}"
+        elif _impl.NO_EXTENSIONS:
+            why = "disabled by MIO_NO_EXTENSIONS"
+        else:
+            why = "not built in this install"
+        ext = f"compiled extensions NOT active: pure-Python codec, {why}"
+    py = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"mio {__version__} ({ext}; {py})"
+
+
+# ---------------------------------------------------------------------------- value parsers
+_SIZE_RE = re.compile(r"(0x[0-9a-f]+|\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?")
+_SIZE_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``65536``, ``64K``, ``64KiB``, ``1.5M``, ``0x10000`` → bytes (K/M/G: powers of 1024)."""
+    m = _SIZE_RE.fullmatch(text.strip().lower().replace("_", ""))
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r} (examples: 65536, 64K, 1M, 0x10000)"
+        )
+    number, suffix = m.groups()
+    value = int(number, 16) if number.startswith("0x") else float(number)
+    size = value * _SIZE_MULT[suffix]
+    if size != int(size):
+        raise argparse.ArgumentTypeError(f"size {text!r} is not a whole number of bytes")
+    return int(size)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _seconds_or_off(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none", "no", "0"):
+        return None
+    return _seconds(text)
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def parse_hostport(text: str) -> tuple[str | None, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces) → ``(host, port)``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {port_text!r} in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range 0..65535")
+    return (host or None), port
+
+
+def _format_addr(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------- Config flags
+def _human_size(n: int) -> str:
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    field: str
+    flags: tuple[str, ...]
+    type: Callable[[str], Any]
+    metavar: str
+    help: str
+
+
+#: one command-line flag per :class:`Config` field (a field missing here gets a generic flag)
+CONFIG_FLAGS: tuple[_Flag, ...] = (
+    _Flag(
+        "initial_window",
+        ("--window", "--initial-window"),
+        parse_size,
+        "BYTES",
+        "receive window advertised for each new stream, per direction",
+    ),
+    _Flag(
+        "max_window",
+        ("--max-window",),
+        parse_size,
+        "BYTES",
+        "auto-tuning ceiling of a stream's receive window; larger OPEN windows are refused",
+    ),
+    _Flag(
+        "max_frame_size",
+        ("--max-frame-size",),
+        parse_size,
+        "BYTES",
+        "largest DATA payload sent (128 to talk to an unconfigured reference peer)",
+    ),
+    _Flag(
+        "max_recv_frame_size",
+        ("--max-recv-frame-size",),
+        parse_size,
+        "BYTES",
+        "largest DATA payload accepted (a larger one closes the session)",
+    ),
+    _Flag(
+        "max_streams",
+        ("--max-streams",),
+        _count,
+        "N",
+        "most concurrent streams the peer may open (over it: RST REFUSED)",
+    ),
+    _Flag(
+        "accept_backlog",
+        ("--accept-backlog",),
+        _count,
+        "N",
+        "streams opened by the peer and not yet accepted (over it: RST REFUSED)",
+    ),
+    _Flag(
+        "write_buffer_high",
+        ("--write-buffer-high",),
+        parse_size,
+        "BYTES",
+        "transport write-buffer high-water mark (above it drain() waits)",
+    ),
+    _Flag(
+        "keepalive_interval",
+        ("--keepalive",),
+        _seconds_or_off,
+        "SECONDS|off",
+        "send a keepalive after this much outbound silence",
+    ),
+    _Flag(
+        "idle_timeout",
+        ("--idle-timeout",),
+        _seconds_or_off,
+        "SECONDS|off",
+        "close a session that sent nothing for this long",
+    ),
+    _Flag(
+        "linger_timeout",
+        ("--linger-timeout",),
+        _seconds,
+        "SECONDS",
+        "how long a closed stream waits for the peer's end before RST NO_ERROR",
+    ),
+    _Flag(
+        "close_timeout",
+        ("--close-timeout",),
+        _seconds,
+        "SECONDS",
+        "how long a graceful session close lets open streams finish",
+    ),
+)
+
+
+def _config_flags() -> list[_Flag]:
+    known = {f.field for f in CONFIG_FLAGS}
+    flags = list(CONFIG_FLAGS)
+    for field in dataclasses.fields(Config):
+        if field.name in known:
+            continue
+        default = field.default
+        kind: Callable[[str], Any] = (
+            _seconds_or_off
+            if default is None
+            else _seconds
+            if isinstance(default, float)
+            else _count
+        )
+        flags.append(
+            _Flag(
+                field.name,
+                ("--" + field.name.replace("_", "-"),),
+                kind,
+                "VALUE",
+                f"mio.Config.{field.name}",
+            )
+        )
+    return flags
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`mio.Config` field (group "session parameters")."""
+    defaults = Config()
+    group = parser.add_argument_group(
+        "session parameters (mio.Config; sizes take K/M/G suffixes, powers of 1024)"
+    )
+    for flag in _config_flags():
+        default = getattr(defaults, flag.field)
+        if default is None:
+            shown = "off"
+        elif flag.type is parse_size:
+            shown = _human_size(default)
+        else:
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+        group.add_argument(
+            *flag.flags,
+            dest=f"cfg_{flag.field}",
+            type=flag.type,
+            default=argparse.SUPPRESS,
+            metavar=flag.metavar,
+            help=f"{flag.help} (default {shown}; Config.{flag.field})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The :class:`Config` described by the flags of :func:`add_config_arguments` (fields
+    whose flag was not given keep their defaults).
+
+    Raises:
+        ValueError: the combination is invalid (the message names the field).
+    """
+    given = vars(args)
+    changes = {
+        field.name: given[f"cfg_{field.name}"]
+        for field in dataclasses.fields(Config)
+        if f"cfg_{field.name}" in given
+    }
+    return Config(**changes)
+
+
+# ---------------------------------------------------------------------------- logging
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` (same meaning as in ``mio tunnel``); see :func:`setup_logging`."""
+    group = parser.add_argument_group("logging (stderr)")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: -v every session, -vv also every stream and mio's protocol details",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="log less: -q warnings and errors only, -qq errors only",
+    )
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """Stdlib logging on stderr: INFO by default, each ``-v`` one level more, each ``-q`` one
+    less; the library's own loggers (``mio.session`` ...) show DEBUG only from ``-vv``."""
+    verbose = getattr(args, "verbose", 0) or 0
+    quiet = getattr(args, "quiet", 0) or 0
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (quiet - verbose)))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    library = level if verbose >= 2 else max(level, logging.INFO)
+    logging.getLogger("mio").setLevel(library)
+    logging.getLogger("asyncio").setLevel(library)
+    logging.getLogger(log.name).setLevel(level)
+
+
+# ---------------------------------------------------------------------------- mio echo
+async def _echo_main(args: argparse.Namespace, config: Config) -> int:
+    import mio
+
+    host, port = args.listen
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    counts = {"sessions": 0, "streams": 0, "bytes": 0}
+    trace_streams = args.verbose >= 2
+    signals = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("%s: shutting down (again to stop at once)", signame)
+            stop.set()
+        else:
+            log.warning("%s again: closing every session now", signame)
+            server.close()
+
+    async def echo(stream: mio.Stream) -> None:
+        counts["streams"] += 1
+        n = 0
+        try:
+            async for chunk in stream:
+                stream.write(chunk)
+                n += len(chunk)
+                await stream.drain()
+        except mio.MioError as exc:
+            if trace_streams:
+                log.debug("stream %d ended early: %s", stream.id, exc)
+        finally:
+            counts["bytes"] += n
+        if trace_streams:
+            log.debug("stream %d: echoed %d bytes", stream.id, n)
+
+    async def on_session(session: mio.Session) -> None:
+        counts["sessions"] += 1
+        await asyncio.sleep(0)  # the handler may start before the transport is attached
+        peer = session.get_extra_info("peername")
+        where = _format_addr(peer) if peer else "?"
+        log.debug("session from %s", where)
+        await session.wait_closed()
+        why = session.close_error
+        log.debug("session from %s ended (%s): %s", where, why or "closed", session.stats)
+
+    try:
+        server = await mio.serve(
+            echo,
+            host,
+            port,
+            config=config,
+            session_handler=on_session,
+            reuse_address=True,
+            backlog=args.backlog,
+        )
+    except OSError as exc:
+        print(f"mio echo: cannot listen on {host or '*'}:{port}: {exc}", file=sys.stderr)
+        return 1
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
+    try:
+        for sock in server.sockets:
+            print(f"listening on {_format_addr(sock.getsockname())}", flush=True)
+        await stop.wait()
+        log.info("closing: waiting up to %g s for open streams", args.grace)
+        await server.aclose(timeout=args.grace)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    log.info(
+        "stopped: %d sessions, %d streams, %d bytes echoed",
+        counts["sessions"],
+        counts["streams"],
+        counts["bytes"],
+    )
+    return 0
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    """``mio echo``."""
+    setup_logging(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        args._parser.error(str(exc))
+    loop = args.loop
+    if loop == "uvloop":
+        from ._bench.common import loop_available
+
+        why = loop_available("uvloop")
+        if why:
+            args._parser.error(why)
+    from ._bench.common import run_in_loop
+
+    try:
+        return run_in_loop(loop, lambda: _echo_main(args, config))
+    except KeyboardInterrupt:  # pragma: no cover - without signal handlers (Windows)
+        return 0
+
+
+# ---------------------------------------------------------------------------- mio bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``mio bench``."""
+    from ._bench import plot, runner, summary
+
+    try:
+        settings = runner.settings_from_args(args, args._argv)
+    except ValueError as exc:
+        args._parser.error(str(exc))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text("")
+        settings.out = args.json
+    plan, notes = runner.make_plan(settings)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not plan:
+        print("mio bench: nothing to run (see the notes above)", file=sys.stderr)
+        return 1
+    progress = runner.Progress(enabled=not args.no_progress)
+    print(
+        f"mio bench: {len(plan)} runs ({settings.preset} sizes, {settings.rounds} round(s), "
+        f"{', '.join(dict.fromkeys(item.loop for item in plan))}); client and server "
+        "processes on 127.0.0.1",
+        file=sys.stderr,
+    )
+    result = runner.run_bench(settings, progress)
+    progress.finish()
+    print(summary.render(result.meta, result.records))
+    if args.plot is not None:
+        why = plot.plot(result.meta, result.records, args.plot)
+        if why:
+            print(f"note: no plot: {why}", file=sys.stderr)
+        else:
+            print(f"plot written to {args.plot}", file=sys.stderr)
+    if args.json is not None:
+        print(f"JSON lines written to {args.json}", file=sys.stderr)
+    if result.interrupted:
+        return 130
+    if result.failed:
+        print(f"mio bench: {len(result.failed)} run(s) failed (see Notes)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mio",
+        description="mio: many flow-controlled byte streams over one connection "
+        "(the MIO protocol) for asyncio. Tools: an echo server, an end-to-end benchmark"
+        + (", tunnels" if tunnel_cli is not None else "")
+        + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=version_text(),
+        help="show mio's version, whether the compiled extensions are active, and exit",
+    )
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+
+    # -- echo
+    echo = sub.add_parser(
+        "echo",
+        help="run an echo server: every stream is echoed until EOF, then closed",
+        description=ECHO_DESCRIPTION,
+        epilog=ECHO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    echo.add_argument(
+        "--listen",
+        type=parse_hostport,
+        default=("127.0.0.1", 7000),
+        metavar="HOST:PORT",
+        help="address to listen on: HOST:PORT, [IPv6]:PORT, or :PORT for every "
+        "interface (default 127.0.0.1:7000)",
+    )
+    echo.add_argument(
+        "--grace",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long open streams may finish (default 5)",
+    )
+    echo.add_argument(
+        "--backlog",
+        type=_count,
+        default=1024,
+        metavar="N",
+        help="listen() backlog of the TCP socket (default 1024)",
+    )
+    echo.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop (default asyncio; uvloop needs the uvloop package)",
+    )
+    add_config_arguments(echo)
+    add_logging_arguments(echo)
+    echo.set_defaults(func=cmd_echo, _parser=echo)
+
+    # -- bench
+    from ._bench import runner
+
+    bench = sub.add_parser(
+        "bench",
+        help="compare mio with raw asyncio TCP, h2 and aioquic on loopback",
+        description="End-to-end loopback benchmark (needs: pip install 'mio[bench]'; systems "
+        "whose optional dependencies are missing are skipped with a note). Starts one server "
+        "and one client process per system and event loop on 127.0.0.1, runs every workload "
+        "in rounds (systems interleaved, so each ratio pairs two runs of the same round), "
+        "shows progress on stderr and prints a Markdown table of medians, min-max and the "
+        "target ratios on stdout. Exit code 1 if any run failed its data checks.",
+        epilog=runner.catalogue(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    runner.add_common_arguments(bench, loops_flag="--loop")
+    bench.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write every run (and the run's metadata) as JSON lines to FILE",
+    )
+    bench.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE.png",
+        help="write a PNG plot (needs matplotlib)",
+    )
+    bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    bench.set_defaults(func=cmd_bench, _parser=bench)
+
+    # -- tunnels (mio.tunnel, when present)
+    if tunnel_cli is not None:
+        tunnel_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mio`` console script and ``python -m mio``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    args._argv = argv
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. ``mio bench | head``
+        return 1

@@ -1,0 +1,140 @@
+"""The benchmark summary: ratios pair runs of the same round, the last attempt of a slot
+counts, targets get their verdicts, the Markdown and JSON lines round-trip."""
+
+# ruff: noqa: RUF001 - the report uses typographic symbols
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mio._bench import runner, summary
+from mio._bench.common import PRESETS, Totals
+
+
+def rec(rnd: int, system: str, workload: str, **metrics: Any) -> dict[str, Any]:
+    return {
+        "type": "run",
+        "run_id": "r",
+        "round": rnd,
+        "attempt": 0,
+        "system": system,
+        "loop": "asyncio",
+        "workload": workload,
+        "ok": True,
+        **metrics,
+    }
+
+
+def test_ratios_are_paired_inside_each_round() -> None:
+    records = [
+        rec(0, "mio", "W2", rps=100.0),
+        rec(0, "tcp-b", "W2", rps=1000.0),
+        rec(1, "mio", "W2", rps=600.0),
+        rec(1, "tcp-b", "W2", rps=2000.0),
+        rec(2, "mio", "W2", rps=50.0),
+        rec(2, "tcp-b", "W2", rps=250.0),
+    ]
+    (res,) = [r for r in summary.evaluate(records) if r["target"].den == "tcp-b"]
+    assert res["ratios"] == pytest.approx([0.1, 0.3, 0.2])
+    assert res["verdict"] == "met"  # median 0.2 >= 0.2
+
+
+def test_last_attempt_of_a_slot_counts_and_failures_are_skipped() -> None:
+    records = [
+        rec(0, "mio", "W3", rtps=1.0, contaminated=True),
+        {**rec(0, "mio", "W3", rtps=10.0), "attempt": 1},
+        rec(0, "tcp-a", "W3", rtps=5.0),
+        rec(1, "mio", "W3", rtps=10.0),
+        {**rec(1, "tcp-a", "W3", rtps=1.0), "ok": False},
+    ]
+    (res,) = [r for r in summary.evaluate(records) if r["target"].den == "tcp-a"]
+    assert res["ratios"] == [2.0]
+    assert res["verdict"] == "met"
+
+
+def test_w4_target_uses_one_record() -> None:
+    records = [rec(0, "mio", "W4", alone_p99_us=100.0, bulk_p99_us=500.0)]
+    (res,) = summary.evaluate(records)
+    assert res["ratios"] == [5.0]
+    assert res["verdict"] == "MISSED"
+
+
+def test_render_and_load_round_trip(tmp_path: Path) -> None:
+    meta = {
+        "type": "meta",
+        "run_id": "r",
+        "preset": "quick",
+        "totals": PRESETS["quick"].as_dict(),
+        "notes": ["system h2 skipped: test"],
+    }
+    records = [
+        rec(0, "mio", "W1", MBps=900.0, cpu_client_pct=80.0, cpu_server_pct=90.0),
+        rec(0, "tcp-b", "W1", MBps=1000.0),
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text(
+        "".join(json.dumps(r) + "\n" for r in [{"type": "meta", "run_id": "old"}, meta, *records])
+    )
+    loaded_meta, loaded = summary.load(path)
+    assert loaded_meta["preset"] == "quick"
+    assert loaded == records
+    text = summary.render(loaded_meta, loaded)
+    assert "| W1 bulk MB/s: mio ≥ 0.80× raw TCP | asyncio | 0.9 | 0.9× | >= 0.8 | met |" in text
+    assert "| mio | asyncio | 900 | 80/90 | 1/1 |" in text
+    assert "system h2 skipped: test" in text
+    assert "Scaled-down totals" in text
+
+
+def test_plan_interleaves_and_rotates() -> None:
+    settings = runner.Settings(
+        systems=["mio", "tcp-a", "tcp-b"],
+        workloads=["W1", "W2"],
+        loops=["asyncio"],
+        rounds=2,
+        totals=Totals(),
+    )
+    plan, notes = runner.make_plan(settings)
+    assert not notes
+    assert [(p.round, p.workload, p.system) for p in plan] == [
+        (0, "W1", "mio"),
+        (0, "W1", "tcp-b"),
+        (0, "W2", "mio"),
+        (0, "W2", "tcp-a"),
+        (0, "W2", "tcp-b"),
+        (1, "W1", "tcp-b"),
+        (1, "W1", "mio"),
+        (1, "W2", "tcp-a"),
+        (1, "W2", "tcp-b"),
+        (1, "W2", "mio"),
+    ]
+
+
+def test_parse_opt() -> None:
+    assert runner.parse_opt(["mio.initial_window=1M", "quic.quic-no-pacing=1"]) == {
+        "mio": {"initial_window": "1M"},
+        "quic": {"quic_no_pacing": "1"},
+    }
+    with pytest.raises(ValueError, match="FAMILY"):
+        runner.parse_opt(["window=1"])
+
+
+def test_missing_dependencies_skip_a_system_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mio._bench import systems
+
+    fake = systems.System(
+        "fake", "fake", "bench_tcp", "pipe", ("W1",), requires=("no_such_module_for_mio_bench",)
+    )
+    monkeypatch.setitem(systems.SYSTEMS, "fake", fake)
+    settings = runner.Settings(
+        systems=["fake", "tcp-b"], workloads=["W1"], loops=["asyncio"], rounds=1
+    )
+    plan, notes = runner.make_plan(settings)
+    assert [p.system for p in plan] == ["tcp-b"]
+    assert notes == [
+        "system fake skipped: module 'no_such_module_for_mio_bench' is not "
+        "installed (pip install 'mio[bench]')"
+    ]

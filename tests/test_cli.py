@@ -1,0 +1,303 @@
+"""The ``mio`` command line: ``--version``, ``python -m mio``, ``mio echo`` as a real server
+process (a mio client echoes through it, SIGTERM stops it with exit code 0), the Config flags,
+and a smoke run of ``mio bench`` (mio and raw TCP, asyncio, tiny totals)."""
+
+# ruff: noqa: RUF001 - the report uses typographic symbols
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import mio
+from mio import cli
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def run_mio(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mio", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+# ---------------------------------------------------------------------------- version, help
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"mio {mio.__version__} (")
+    if mio.EXTENSIONS_ACTIVE:
+        assert "compiled extensions active" in out
+    else:
+        assert "NOT active" in out
+
+
+def test_version_reports_pure_python_codec() -> None:
+    env = dict(os.environ, MIO_NO_EXTENSIONS="1")
+    proc = run_mio("--version", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"mio {mio.__version__} (")
+    assert "compiled extensions NOT active" in proc.stdout
+    assert "MIO_NO_EXTENSIONS" in proc.stdout
+
+
+def test_python_m_mio_help() -> None:
+    proc = run_mio("--help")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("echo", "bench", "--version", "usage: mio"):
+        assert word in proc.stdout
+
+
+def test_console_script_entry_point() -> None:
+    scripts = metadata.entry_points(group="console_scripts")
+    (entry,) = [e for e in scripts if e.name == "mio"]
+    assert entry.value == "mio.cli:main"
+    assert entry.load() is cli.main
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: mio" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["echo", "bench"])
+def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: mio {command}" in capsys.readouterr().out
+
+
+def test_tunnel_commands_registered_when_available(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listed = "tunnel" in capsys.readouterr().out
+    assert listed == (cli.tunnel_cli is not None)
+
+
+# ---------------------------------------------------------------------------- option parsing
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("65536", 65536),
+        ("64K", 65536),
+        ("64KiB", 65536),
+        ("1M", 1 << 20),
+        ("1.5k", 1536),
+        ("0x10000", 65536),
+        ("2g", 2 << 30),
+        ("16_384", 16384),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert cli.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "K", "1.1", "12q", "-1"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(Exception, match="size"):
+        cli.parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:7000", ("127.0.0.1", 7000)),
+        (":0", (None, 0)),
+        ("[::1]:80", ("::1", 80)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_parse_hostport(text: str, expected: tuple[str | None, int]) -> None:
+    assert cli.parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["7000", "::1:80", "host:http", "host:70000"])
+def test_parse_hostport_rejects(text: str) -> None:
+    with pytest.raises(Exception, match=r"PORT|port|brackets"):
+        cli.parse_hostport(text)
+
+
+def test_every_config_field_has_an_echo_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["echo", "--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(mio.Config):
+        assert f"Config.{field.name})" in text, field.name
+
+
+def test_echo_flags_build_the_config() -> None:
+    args = cli.build_parser().parse_args(
+        [
+            "echo",
+            "--window",
+            "1M",
+            "--max-window",
+            "4M",
+            "--max-frame-size",
+            "16K",
+            "--max-recv-frame-size",
+            "1M",
+            "--max-streams",
+            "10",
+            "--accept-backlog",
+            "5",
+            "--write-buffer-high",
+            "2M",
+            "--keepalive",
+            "2.5",
+            "--idle-timeout",
+            "off",
+            "--linger-timeout",
+            "1",
+            "--close-timeout",
+            "0",
+        ]
+    )
+    assert cli.config_from_args(args) == mio.Config(
+        initial_window=1 << 20,
+        max_window=4 << 20,
+        max_frame_size=16384,
+        max_recv_frame_size=1 << 20,
+        max_streams=10,
+        accept_backlog=5,
+        write_buffer_high=2 << 20,
+        keepalive_interval=2.5,
+        idle_timeout=None,
+        linger_timeout=1.0,
+        close_timeout=0.0,
+    )
+    defaults = cli.build_parser().parse_args(["echo"])
+    assert cli.config_from_args(defaults) == mio.Config()
+    assert defaults.listen == ("127.0.0.1", 7000)
+
+
+def test_echo_invalid_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["echo", "--window", "8M", "--max-window", "1M"])
+    assert info.value.code == 2
+    assert "max_window" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- mio echo
+@pytest.fixture
+def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--window", "64K", "-v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the server prints it once ready
+        assert line.startswith("listening on 127.0.0.1:"), (line, proc.stderr.read())
+        yield proc, int(line.rsplit(":", 1)[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+async def test_echo_server_process(echo_server: tuple[subprocess.Popen[str], int]) -> None:
+    proc, port = echo_server
+    session = await mio.connect("127.0.0.1", port)
+
+    async def one(i: int) -> None:
+        stream = await session.open_stream()
+        data = os.urandom(1000 * i + 1)  # up to ~200 KiB: several windows of 64 KiB
+        stream.write(data)
+        stream.write_eof()
+        await stream.drain()
+        assert await stream.read() == data
+        await stream.wait_closed()
+
+    await asyncio.gather(*(one(i) for i in range(200)))
+    # a stream stays open (idle) while the server is told to stop
+    stream = await session.open_stream()
+    stream.write(b"ping")
+    assert await stream.readexactly(4) == b"ping"
+    proc.send_signal(signal.SIGTERM)
+    stream.write_eof()  # the graceful close lets it finish
+    assert await stream.read() == b""
+    await asyncio.wait_for(session.wait_closed(), 10)
+    code = await asyncio.to_thread(proc.wait, 10)
+    assert code == 0
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    assert "stopped: 1 sessions, 201 streams" in err
+
+
+async def test_echo_server_stops_on_sigint_with_idle_session(
+    echo_server: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = echo_server
+    session = await mio.connect("127.0.0.1", port)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(session.wait_closed(), 10)
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
+# ---------------------------------------------------------------------------- mio bench
+def test_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.jsonl"
+    proc = run_mio(
+        "bench",
+        "--smoke",
+        "--systems",
+        "mio,tcp-b",
+        "--loop",
+        "asyncio",
+        "--json",
+        str(out),
+        "--no-progress",
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout
+    assert "## Targets" in table
+    assert "| mio | asyncio |" in table
+    assert "| raw TCP (b) | asyncio |" in table
+    assert "W2 req/s: mio ≥ 0.20× raw TCP (b) pipelined" in table
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    meta = [r for r in records if r["type"] == "meta"]
+    runs = [r for r in records if r["type"] == "run"]
+    assert len(meta) == 1
+    assert meta[0]["preset"] == "smoke"
+    assert {(r["system"], r["workload"]) for r in runs} == {
+        ("mio", "W1"),
+        ("mio", "W2"),
+        ("mio", "W3"),
+        ("mio", "W4"),
+        ("tcp-b", "W1"),
+        ("tcp-b", "W2"),
+        ("tcp-b", "W3"),
+    }
+    assert all(r["ok"] for r in runs), [r.get("error") for r in runs]
+    assert all(r["loop"] == "asyncio" for r in runs)
+
+
+def test_bench_rejects_unknown_system(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", "--systems", "mio,nope"])
+    assert info.value.code == 2
+    assert "nope" in capsys.readouterr().err
