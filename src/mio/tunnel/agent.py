@@ -1,0 +1,113 @@
+"""The agent: runs next to the services, dials the relay and serves the streams it opens.
+
+For each stream the relay opens, the agent reads the ``open`` header, connects to the named
+local service (within ``connect_timeout``), answers ``opened`` -- or an ``error``, and the
+relay closes the public connection; the session is unaffected -- and pipes bytes both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+
+from ..errors import MioError
+from ..stream import Stream
+from ..wire import ErrorCode
+from .addr import format_address
+from .lifecycle import Tracker
+from .link import Link, LinkOptions
+from .pipe import StreamEnd, TcpEnd, pipe
+from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
+
+__all__ = ("AgentOptions", "Agent")
+
+log = logging.getLogger("mio.tunnel.agent")
+
+
+@dataclasses.dataclass
+class AgentOptions:
+    """Configuration of an :class:`Agent` (see ``mio tunnel agent --help``)."""
+
+    link: LinkOptions
+    services: Mapping[str, tuple[str, int]]
+    connect_timeout: float = 5.0
+    idle_timeout: float | None = None
+
+
+class Agent:
+    """See the module docstring. ``await run(stop)``, then ``await shutdown(grace)``."""
+
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.link = Link(options.link, self._on_stream)
+        self._tracker = Tracker()
+        self._stopping = False
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Keep the relay link up until ``stop``; returns the exit status (see :class:`Link`)."""
+        return await self.link.run(stop)
+
+    async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
+        """Refuse new streams, let tunneled connections finish for up to ``grace`` seconds,
+        reset the rest, close the session with FIN."""
+        self._stopping = True
+        if len(self._tracker):
+            log.info("waiting up to %g s for %d connections", grace, len(self._tracker))
+        cancelled = await self._tracker.drain(grace, hurry)
+        if cancelled:
+            log.warning("reset %d connections still open after the grace period", cancelled)
+        await self.link.close()
+
+    async def _on_stream(self, stream: Stream) -> None:
+        if self._stopping:
+            write_message(stream, error_message("unavailable", "the agent is shutting down"))
+            return
+        with self._tracker.track():
+            await self._serve(stream)
+
+    async def _serve(self, stream: Stream) -> None:
+        opts = self.options
+        try:
+            request = await asyncio.wait_for(read_message(stream, "open"), opts.link.auth_timeout)
+            name = get_str(request, "service", max_length=64)
+            origin = str(request.get("peer", "?"))[:200]
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("bad open request from the relay: %s", exc or "timed out")
+            stream.reset(ErrorCode.PROTOCOL_ERROR)
+            return
+        target = opts.services.get(name)
+        if target is None:
+            log.warning("%s asked for unknown service %r", origin, name)
+            write_message(stream, error_message("unknown-service", f"no service {name!r}"))
+            return
+        host, port = target
+        address = format_address(target)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), opts.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            text = f"timed out connecting to {address} after {opts.connect_timeout:g} s"
+        except OSError as exc:
+            text = f"cannot connect to {address}: {exc.strerror or exc}"
+        else:
+            text = ""
+        if text:
+            log.warning("service %r for %s: %s", name, origin, text)
+            write_message(stream, error_message("connect", f"service {name!r}: {text}"))
+            return
+        write_message(stream, {"type": "opened"})
+        log.debug("%s -> %r (%s): open", origin, name, address)
+        result = await pipe(
+            StreamEnd(stream), TcpEnd(reader, writer), idle_timeout=opts.idle_timeout
+        )
+        log.debug(
+            "%s -> %r: done, %d bytes in, %d out%s",
+            origin,
+            name,
+            result.sent,
+            result.received,
+            f", aborted: {result.error!r}" if result.error else "",
+        )

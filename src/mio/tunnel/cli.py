@@ -1,0 +1,653 @@
+"""The ``tunnel`` command line: ``relay``, ``agent`` and ``forward``.
+
+The top-level ``mio`` command calls :func:`add_parser` to add ``mio tunnel``; until then, and
+for tests, ``python -m mio.tunnel.cli relay|agent|forward ...`` runs the same commands.
+Every sub-command's parser sets ``func``: a callable taking the parsed arguments and
+returning the process exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from .addr import parse_hostport, parse_named, validate_name
+from .agent import Agent, AgentOptions
+from .auth import SECRET_ENV, load_secret
+from .forward import Forwarder, ForwardOptions
+from .lifecycle import announce, install_signal_handlers
+from .link import EXIT_AUTH, LinkOptions
+from .relay import Relay, RelayOptions
+from .tls import (
+    certificate_digest,
+    dialer_context,
+    format_fingerprint,
+    parse_fingerprint,
+    relay_context,
+)
+
+__all__ = ("add_parser", "build_parser", "main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_AUTH")
+
+log = logging.getLogger("mio.tunnel")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+_EXIT_STATUS = f"""\
+exit status:
+  0  stopped by SIGINT/SIGTERM after the graceful shutdown
+  1  runtime error (e.g. cannot listen on an address)
+  2  bad command line or configuration (secret, certificate files)
+  {EXIT_AUTH}  authentication failed: wrong secret, or the relay's certificate is not
+     trusted or does not match --tls-fingerprint (agent and forward do not retry then)
+"""
+
+_SECRET_HELP = f"""\
+shared secret:
+  Every relay, agent and forwarder of a tunnel shares one secret. Give it as a file with
+  --secret-file (surrounding whitespace ignored; keep it chmod 600) or in the environment
+  variable {SECRET_ENV}; never on the command line. Make one with
+  `openssl rand -hex 32 > tunnel.secret`. Authentication is a mutual HMAC-SHA256
+  challenge-response bound to the relay's TLS certificate; the secret is never sent.
+"""
+
+_SHUTDOWN_HELP = """\
+shutdown:
+  SIGINT or SIGTERM stops accepting new connections, lets tunneled connections finish for
+  up to --grace seconds, resets the rest and closes the sessions; a second signal skips
+  the rest of the grace period.
+"""
+
+_TUNNEL_DESCRIPTION = """\
+A secure reverse tunnel for NAT traversal over one multiplexed mio connection.
+
+An agent runs next to services that cannot be reached from outside (behind a NAT or a
+firewall). It dials a relay that can be reached, authenticates with a shared secret and
+keeps that one connection up, redialing with backoff when it drops. The relay listens on
+public ports; every TCP connection to one is carried as a stream over the agent's
+connection to a local service next to the agent, half-close included. A forwarder is the
+reverse (ssh -L style) direction: it listens locally and reaches an agent's service
+through the relay.
+"""
+
+_RELAY_EPILOG = f"""\
+example (on the public host):
+  openssl rand -hex 32 > tunnel.secret; chmod 600 tunnel.secret
+  mio tunnel relay --listen 0.0.0.0:7000 --public web=0.0.0.0:8080 \\
+      --secret-file tunnel.secret --tls-cert relay.crt --tls-key relay.key
+
+  Agents then run `mio tunnel agent --relay relay.example.com:7000 --service
+  web=127.0.0.1:80 ...`, and connections to port 8080 reach their port 80.
+
+readiness lines on stdout (one per listening socket; port 0 shows the chosen port):
+  relay tls-fingerprint sha256:HEX      (with --tls-cert: pin it with --tls-fingerprint)
+  relay listening on HOST:PORT
+  public NAME on HOST:PORT
+
+{_SECRET_HELP}
+{_SHUTDOWN_HELP}
+{_EXIT_STATUS}"""
+
+_AGENT_EPILOG = f"""\
+example (next to the service, behind the NAT):
+  mio tunnel agent --relay relay.example.com:7000 --service web=127.0.0.1:80 \\
+      --secret-file tunnel.secret --tls-ca ca.pem
+
+  Every name the agent serves can be reached by forwarders; names the relay lists with
+  --public can also be reached on the relay's public ports. If another agent registers
+  the same name later, the newer one serves it.
+
+readiness line on stdout, after every successful (re)connection:
+  agent connected to HOST:PORT
+
+TLS: --tls-ca verifies the relay's certificate against a CA file (and the host name, or
+--server-name); --tls-fingerprint pins the relay's certificate by its SHA-256 (printed by
+the relay at startup, or `openssl x509 -in relay.crt -noout -fingerprint -sha256`) and
+works with self-signed certificates; both together check both; --tls alone uses the
+system's trusted CAs. Without any of them the link is plain TCP: authentication still
+works but tunneled data is not encrypted.
+
+reconnection: after a failed attempt or a lost session the agent waits a random time in
+[d/2, d], d = min(--backoff-max, --backoff-initial * 2^n) for the n-th consecutive
+failure; a session that stayed up for 10 s resets n.
+
+{_SECRET_HELP}
+{_SHUTDOWN_HELP}
+{_EXIT_STATUS}"""
+
+_FORWARD_EPILOG = f"""\
+example (anywhere that can reach the relay):
+  mio tunnel forward --listen 127.0.0.1:5432 --relay relay.example.com:7000 --to db \\
+      --secret-file tunnel.secret --tls-fingerprint sha256:...
+
+  Local connections to 127.0.0.1:5432 reach the service `db` of the agent that serves it,
+  whether or not the relay makes `db` public.
+
+readiness lines on stdout:
+  forward listening on HOST:PORT
+  forward connected to HOST:PORT        (after every successful (re)connection)
+
+{_SECRET_HELP}
+{_SHUTDOWN_HELP}
+{_EXIT_STATUS}"""
+
+
+# ---------------------------------------------------------------------- argument types
+def _arg_type(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return func(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) or f"invalid {what}: {text!r}") from None
+
+    convert.__name__ = what
+    return convert
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must not be negative: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1: {text!r}")
+    return value
+
+
+_hostport = _arg_type(parse_hostport, "HOST:PORT")
+_listen_hostport = _arg_type(lambda t: parse_hostport(t, listen=True), "HOST:PORT")
+_named = _arg_type(parse_named, "NAME=HOST:PORT")
+_listen_named = _arg_type(lambda t: parse_named(t, listen=True), "NAME=HOST:PORT")
+_name = _arg_type(validate_name, "NAME")
+_fingerprint = _arg_type(parse_fingerprint, "SHA256")
+_secs = _arg_type(_seconds, "SECONDS")
+_secs0 = _arg_type(_seconds_or_zero, "SECONDS")
+_count = _arg_type(_positive_int, "N")
+
+
+# ---------------------------------------------------------------------- parsers
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("authentication and timeouts")
+    group.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help=f"file holding the shared secret (default: the {SECRET_ENV} environment variable)",
+    )
+    group.add_argument(
+        "--auth-timeout",
+        type=_secs,
+        default=10.0,
+        metavar="SECONDS",
+        help="time allowed to connect and authenticate; the relay drops peers that have not "
+        "authenticated by then (default: %(default)g)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=_secs0,
+        default=0.0,
+        metavar="SECONDS",
+        help="reset a tunneled connection after this long without data in either direction; "
+        "0 disables (default: %(default)g)",
+    )
+    group.add_argument(
+        "--keepalive",
+        type=_secs0,
+        default=15.0,
+        metavar="SECONDS",
+        help="send a keepalive on the relay link after this long without traffic; a link "
+        "silent for 3 times as long is considered dead (the agent then reconnects); use the "
+        "same value on relay and agents; 0 disables (default: %(default)g)",
+    )
+    group.add_argument(
+        "--grace",
+        type=_secs0,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long open connections may finish (default: %(default)g)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more: -v every connection, -vv also mio protocol details",
+    )
+    out.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="log less: -q warnings and errors only, -qq errors only",
+    )
+
+
+def _add_dialer(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("relay link")
+    group.add_argument(
+        "--relay",
+        required=True,
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="address of the relay's --listen port (required)",
+    )
+    group.add_argument(
+        "--name",
+        default=socket.gethostname()[:64],
+        metavar="NAME",
+        help="name shown in the relay's log (default: this host's name, %(default)s)",
+    )
+    group.add_argument(
+        "--tls", action="store_true", help="use TLS, trusting the system's CA certificates"
+    )
+    group.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="use TLS; the relay's certificate must be issued by a CA in this PEM file",
+    )
+    group.add_argument(
+        "--tls-fingerprint",
+        type=_fingerprint,
+        metavar="SHA256",
+        help="use TLS; the relay's certificate must have this SHA-256 fingerprint "
+        "(64 hex digits, colons and a sha256: prefix allowed)",
+    )
+    group.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="host name to expect in the relay's certificate and to send as SNI "
+        "(default: the --relay host)",
+    )
+    group.add_argument(
+        "--backoff-initial",
+        type=_secs,
+        default=0.5,
+        metavar="SECONDS",
+        help="first reconnection delay (default: %(default)g)",
+    )
+    group.add_argument(
+        "--backoff-max",
+        type=_secs,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest reconnection delay (default: %(default)g)",
+    )
+
+
+def _add_commands(subparsers: Any, prefix: str) -> None:
+    relay = subparsers.add_parser(
+        "relay",
+        help="accept agents and expose their services on public ports",
+        description="Run the relay: the reachable end of the tunnel. Agents and forwarders\n"
+        "connect to --listen; every TCP connection to a --public port is carried to the\n"
+        "agent that serves that name.",
+        epilog=_RELAY_EPILOG.replace("mio tunnel", prefix),
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    group = relay.add_argument_group("listening")
+    group.add_argument(
+        "--listen",
+        required=True,
+        type=_listen_hostport,
+        metavar="HOST:PORT",
+        help="where agents and forwarders connect (required; ':PORT' for every interface, "
+        "port 0 picks a free port)",
+    )
+    group.add_argument(
+        "--public",
+        action="append",
+        default=[],
+        type=_listen_named,
+        metavar="NAME=HOST:PORT",
+        help="listen on HOST:PORT and carry its connections to the service NAME of an agent; "
+        "repeat for more services",
+    )
+    group.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve TLS on --listen with this PEM certificate (chain); strongly advised",
+    )
+    group.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default: in that file)"
+    )
+    limits = relay.add_argument_group("limits")
+    limits.add_argument(
+        "--max-connections",
+        type=_count,
+        default=256,
+        metavar="N",
+        help="tunneled connections at once per agent; more are closed (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--open-timeout",
+        type=_secs,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long the agent may take to connect to its service before the public "
+        "connection is closed (default: %(default)g)",
+    )
+    _add_common(relay)
+    relay.set_defaults(func=run_relay)
+
+    agent = subparsers.add_parser(
+        "agent",
+        help="serve local services through a relay",
+        description="Run an agent: dial the relay, authenticate, register the --service names\n"
+        "and connect every tunneled connection the relay sends to the local service. The\n"
+        "connection to the relay is redialed with backoff whenever it drops.",
+        epilog=_AGENT_EPILOG.replace("mio tunnel", prefix),
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    group = agent.add_argument_group("services")
+    group.add_argument(
+        "--service",
+        action="append",
+        required=True,
+        type=_named,
+        metavar="NAME=HOST:PORT",
+        help="serve NAME by connecting to HOST:PORT (from the agent's host); repeat for "
+        "more services (at least one)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_secs,
+        default=5.0,
+        metavar="SECONDS",
+        help="time allowed to connect to a service; on failure the tunneled connection is "
+        "closed and the link stays up (default: %(default)g)",
+    )
+    _add_dialer(agent)
+    _add_common(agent)
+    agent.set_defaults(func=run_agent)
+
+    forward = subparsers.add_parser(
+        "forward",
+        help="reach an agent's service through the relay (ssh -L style)",
+        description="Run a forwarder: listen on --listen and carry every connection through\n"
+        "the relay to the service --to of the agent serving it (ssh -L style).",
+        epilog=_FORWARD_EPILOG.replace("mio tunnel", prefix),
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    group = forward.add_argument_group("forwarding")
+    group.add_argument(
+        "--listen",
+        required=True,
+        type=_listen_hostport,
+        metavar="HOST:PORT",
+        help="local address to listen on (required; port 0 picks a free port)",
+    )
+    group.add_argument(
+        "--to",
+        required=True,
+        type=_name,
+        metavar="NAME",
+        help="service name to reach (required)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_secs,
+        default=20.0,
+        metavar="SECONDS",
+        help="time a local connection may wait for the relay link and for the far service; "
+        "then it is closed (default: %(default)g)",
+    )
+    _add_dialer(forward)
+    _add_common(forward)
+    forward.set_defaults(func=run_forward)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``tunnel`` command (with ``relay``, ``agent``, ``forward``) to ``subparsers``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "tunnel",
+        help="secure reverse tunnel for NAT traversal (relay, agent, forward)",
+        description=_TUNNEL_DESCRIPTION,
+        epilog="Run `mio tunnel COMMAND --help` for the options of each command.",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(
+        dest="tunnel_command", metavar="COMMAND", title="commands", required=True
+    )
+    _add_commands(commands, "mio tunnel")
+    return parser
+
+
+def build_parser(prog: str = "python -m mio.tunnel.cli") -> argparse.ArgumentParser:
+    """A stand-alone parser with ``relay``, ``agent`` and ``forward`` as its commands."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=_TUNNEL_DESCRIPTION,
+        epilog=f"Run `{prog} COMMAND --help` for the options of each command.",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(
+        dest="tunnel_command", metavar="COMMAND", title="commands", required=True
+    )
+    _add_commands(commands, prog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mio.tunnel.cli``: parse ``argv`` and run the command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+# ---------------------------------------------------------------------- commands
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = max(
+        logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (args.quiet - args.verbose))
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    quieter = level if args.verbose >= 2 else max(level, logging.INFO)
+    logging.getLogger("mio").setLevel(quieter)
+    logging.getLogger("asyncio").setLevel(quieter)
+    logging.getLogger("mio.tunnel").setLevel(level)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:  # pragma: no cover - only where signal handlers are missing
+        return 130
+
+
+def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
+    """Raises ValueError/OSError/ssl.SSLError for unusable configuration."""
+    secret = load_secret(args.secret_file)
+    host, port = args.relay
+    context = None
+    if args.tls or args.tls_ca or args.tls_fingerprint:
+        context = dialer_context(args.tls_ca, args.tls_fingerprint)
+    else:
+        log.warning(
+            "the relay link is plain TCP: tunneled data is not encrypted (use --tls-ca "
+            "or --tls-fingerprint)"
+        )
+    if args.server_name and context is None:
+        raise ValueError("--server-name needs TLS (--tls, --tls-ca or --tls-fingerprint)")
+    if args.backoff_max < args.backoff_initial:
+        raise ValueError("--backoff-max must not be smaller than --backoff-initial")
+    return LinkOptions(
+        host=host,
+        port=port,
+        secret=secret,
+        role=role,
+        name=args.name,
+        services=services,
+        ssl=context,
+        server_name=args.server_name,
+        pinned=args.tls_fingerprint,
+        auth_timeout=args.auth_timeout,
+        keepalive=args.keepalive or None,
+        backoff_initial=args.backoff_initial,
+        backoff_max=args.backoff_max,
+    )
+
+
+def _config_error(exc: BaseException) -> int:
+    if isinstance(exc, OSError) and exc.strerror and getattr(exc, "filename", None):
+        log.error("%s: %s", exc.filename, exc.strerror)
+    else:
+        log.error("%s", exc)
+    return EXIT_USAGE
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    """``relay``: see its ``--help``."""
+    _setup_logging(args)
+    try:
+        secret = load_secret(args.secret_file)
+        context, binding = None, b""
+        if args.tls_cert:
+            context = relay_context(args.tls_cert, args.tls_key)
+            binding = certificate_digest(args.tls_cert)
+        elif args.tls_key:
+            raise ValueError("--tls-key needs --tls-cert")
+    except (ValueError, OSError) as exc:
+        return _config_error(exc)
+    if context is None:
+        log.warning("the relay link is plain TCP: tunneled data is not encrypted (use --tls-cert)")
+    host, port = args.listen
+    options = RelayOptions(
+        host=host,
+        port=port,
+        publics=args.public,
+        secret=secret,
+        ssl=context,
+        binding=binding,
+        auth_timeout=args.auth_timeout,
+        max_connections=args.max_connections,
+        open_timeout=args.open_timeout,
+        idle_timeout=args.idle_timeout or None,
+        keepalive=args.keepalive or None,
+    )
+
+    async def relay_main() -> int:
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        remove = install_signal_handlers(stop, hurry, args.grace)
+        relay = Relay(options)
+        try:
+            if binding:
+                announce(f"relay tls-fingerprint {format_fingerprint(binding)}")
+            try:
+                await relay.start()
+            except OSError as exc:
+                log.error("cannot listen: %s", exc)
+                await relay.shutdown(0)
+                return EXIT_ERROR
+            await stop.wait()
+            await relay.shutdown(args.grace, hurry)
+            log.info("relay stopped")
+            return EXIT_OK
+        finally:
+            remove()
+
+    return _run(relay_main)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    """``agent``: see its ``--help``."""
+    _setup_logging(args)
+    services: dict[str, tuple[str, int]] = {}
+    try:
+        for name, host, port in args.service:
+            if name in services:
+                raise ValueError(f"--service {name} given twice")
+            services[name] = (host, port)
+        link = _link_options(args, "agent", list(services))
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        return _config_error(exc)
+    options = AgentOptions(
+        link=link,
+        services=services,
+        connect_timeout=args.connect_timeout,
+        idle_timeout=args.idle_timeout or None,
+    )
+
+    async def agent_main() -> int:
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        remove = install_signal_handlers(stop, hurry, args.grace)
+        agent = Agent(options)
+        try:
+            status = await agent.run(stop)
+            await agent.shutdown(args.grace if status == EXIT_OK else 0, hurry)
+            log.info("agent stopped")
+            return status
+        finally:
+            remove()
+
+    return _run(agent_main)
+
+
+def run_forward(args: argparse.Namespace) -> int:
+    """``forward``: see its ``--help``."""
+    _setup_logging(args)
+    try:
+        link = _link_options(args, "forward", ())
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        return _config_error(exc)
+    host, port = args.listen
+    options = ForwardOptions(
+        link=link,
+        host=host,
+        port=port,
+        service=args.to,
+        connect_timeout=args.connect_timeout,
+        idle_timeout=args.idle_timeout or None,
+    )
+
+    async def forward_main() -> int:
+        stop, hurry = asyncio.Event(), asyncio.Event()
+        remove = install_signal_handlers(stop, hurry, args.grace)
+        forwarder = Forwarder(options)
+        try:
+            try:
+                await forwarder.start()
+            except OSError as exc:
+                log.error("cannot listen: %s", exc)
+                return EXIT_ERROR
+            status = await forwarder.run(stop)
+            await forwarder.shutdown(args.grace if status == EXIT_OK else 0, hurry)
+            log.info("forward stopped")
+            return status
+        finally:
+            remove()
+
+    return _run(forward_main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

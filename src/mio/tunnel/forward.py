@@ -1,0 +1,124 @@
+"""The forwarder: the ``ssh -L`` direction through the relay.
+
+It listens on a local port and keeps an authenticated session to the relay (role
+``forward``). Each local connection becomes a stream to the relay with an ``open`` header
+naming a service; the relay opens a stream to the agent serving that name, the agent
+connects to the service, and the ``opened`` answer travels back. Services need not be
+public on the relay to be reached this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+
+from ..errors import MioError
+from ..wire import ErrorCode
+from .addr import format_address
+from .lifecycle import Tracker, announce
+from .link import Link, LinkOptions
+from .pipe import StreamEnd, TcpEnd, close_writer, pipe
+from .protocol import TunnelProtocolError, read_message, write_message
+
+__all__ = ("ForwardOptions", "Forwarder")
+
+log = logging.getLogger("mio.tunnel.forward")
+
+
+@dataclasses.dataclass
+class ForwardOptions:
+    """Configuration of a :class:`Forwarder` (see ``mio tunnel forward --help``)."""
+
+    link: LinkOptions
+    host: str | None
+    port: int
+    service: str
+    connect_timeout: float = 20.0
+    idle_timeout: float | None = None
+
+
+class Forwarder:
+    """See the module docstring. ``await start()``, ``await run(stop)``, ``await shutdown()``."""
+
+    def __init__(self, options: ForwardOptions) -> None:
+        self.options = options
+        self.link = Link(options.link)
+        self._tracker = Tracker()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Listen on the local port and print ``forward listening on HOST:PORT``."""
+        opts = self.options
+        self._server = await asyncio.start_server(self._on_local, opts.host, opts.port)
+        for sock in self._server.sockets:
+            announce(f"forward listening on {format_address(sock.getsockname())}")
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Keep the relay link up until ``stop``; returns the exit status."""
+        return await self.link.run(stop)
+
+    async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
+        """Stop listening, let connections finish for up to ``grace`` s, close the session."""
+        if self._server is not None:
+            self._server.close()
+        cancelled = await self._tracker.drain(grace, hurry)
+        if cancelled:
+            log.warning("reset %d connections still open after the grace period", cancelled)
+        await self.link.close()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    async def _on_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        origin = format_address(writer.get_extra_info("peername"))
+        with self._tracker.track():
+            try:
+                await self._serve(origin, reader, writer)
+            except Exception:
+                log.exception("connection from %s failed", origin)
+                TcpEnd(reader, writer).abort()
+            except asyncio.CancelledError:  # shutdown: see Relay._on_public
+                TcpEnd(reader, writer).abort()
+
+    async def _serve(
+        self, origin: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.connect_timeout
+        try:
+            session = await self.link.wait_ready(opts.connect_timeout)
+            stream = await session.open_stream()
+        except (asyncio.TimeoutError, MioError) as exc:
+            log.warning("%s: no session to the relay: %s", origin, exc or "timed out")
+            await close_writer(writer)
+            return
+        try:
+            write_message(stream, {"type": "open", "service": opts.service, "peer": origin})
+            reply = await asyncio.wait_for(
+                read_message(stream, "opened", "error"), max(0.0, deadline - loop.time())
+            )
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("%s: opening %r failed: %s", origin, opts.service, exc or "timed out")
+            stream.reset(ErrorCode.INTERNAL_ERROR)
+            await close_writer(writer)
+            return
+        if reply["type"] == "error":
+            log.warning("%s: cannot open %r: %s", origin, opts.service, reply.get("error"))
+            stream.close()
+            await close_writer(writer)
+            return
+        log.debug("%s -> %r: open", origin, opts.service)
+        result = await pipe(
+            TcpEnd(reader, writer), StreamEnd(stream), idle_timeout=opts.idle_timeout
+        )
+        log.debug(
+            "%s -> %r: done, %d bytes out, %d in%s",
+            origin,
+            opts.service,
+            result.sent,
+            result.received,
+            f", aborted: {result.error!r}" if result.error else "",
+        )

@@ -1,0 +1,104 @@
+"""Process lifecycle: readiness lines, signals, and draining connections on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ("announce", "Tracker", "install_signal_handlers")
+
+log = logging.getLogger("mio.tunnel")
+
+
+def announce(line: str) -> None:
+    """Print a machine-readable readiness line on stdout (flushed at once)."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):  # stdout closed: nobody is waiting for the line
+        pass
+    log.info("%s", line)
+
+
+class Tracker:
+    """The tasks serving connections, so that shutdown can let them finish (or not)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the current task as a live connection while the ``with`` block runs."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+
+    async def drain(self, grace: float, hurry: asyncio.Event | None = None) -> int:
+        """Wait up to ``grace`` seconds (or until ``hurry``) for the tracked tasks, then
+        cancel the rest. Returns how many were cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        hurry_task = loop.create_task(hurry.wait()) if hurry is not None else None
+        try:
+            while self._tasks and not (hurry is not None and hurry.is_set()):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                waiting: set[asyncio.Future[Any]] = set(self._tasks)
+                if hurry_task is not None:
+                    waiting.add(hurry_task)
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if hurry_task is not None:
+                hurry_task.cancel()
+                await asyncio.gather(hurry_task, return_exceptions=True)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+
+def install_signal_handlers(
+    stop: asyncio.Event, hurry: asyncio.Event, grace: float
+) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop`` (graceful shutdown); a second one sets ``hurry``.
+
+    Returns a function that removes the handlers. Where the loop cannot install signal
+    handlers (Windows), Ctrl-C ends the process through ``KeyboardInterrupt`` instead.
+    """
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            log.warning("%s again: stopping now", name)
+            hurry.set()
+        else:
+            log.info("%s: shutting down, letting connections finish for up to %g s", name, grace)
+            stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+            continue
+        installed.append(sig)
+
+    def remove() -> None:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    return remove

@@ -1,0 +1,90 @@
+"""TLS for the relay link: contexts, certificate fingerprints and the channel binding."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+from typing import Any
+
+__all__ = (
+    "relay_context",
+    "dialer_context",
+    "certificate_digest",
+    "parse_fingerprint",
+    "format_fingerprint",
+    "peer_certificate_digest",
+)
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s*.+?\s*-----END CERTIFICATE-----", re.DOTALL)
+
+
+def certificate_digest(cert_file: str) -> bytes:
+    """SHA-256 of the first (leaf) certificate of a PEM file, in DER form."""
+    with open(cert_file, "rb") as f:
+        match = _PEM_CERT.search(f.read())
+    if match is None:
+        raise ValueError(f"no PEM certificate in {cert_file}")
+    der = ssl.PEM_cert_to_DER_cert(match.group(0).decode("ascii"))
+    return hashlib.sha256(der).digest()
+
+
+def relay_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    """Server context of the relay (TLS 1.2 or newer)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+def dialer_context(ca_file: str | None, pinned: bytes | None) -> ssl.SSLContext:
+    """Client context of an agent or forwarder.
+
+    With ``ca_file``, the relay's certificate must chain to it and match the host name;
+    with only a pinned fingerprint, chain and name are not checked (the pin is, after the
+    handshake, see :func:`peer_certificate_digest`); with neither, the system's trust store.
+    """
+    if ca_file is not None:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    elif pinned is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def parse_fingerprint(text: str) -> bytes:
+    """Parse a SHA-256 fingerprint: 64 hex digits, colons and a ``sha256:`` prefix allowed."""
+    value = text.strip()
+    if value.lower().startswith(("sha256:", "sha256=")):
+        value = value[7:]
+    value = value.replace(":", "").replace(" ", "")
+    try:
+        digest = bytes.fromhex(value)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(f"not a SHA-256 fingerprint (64 hex digits): {text!r}")
+    return digest
+
+
+def format_fingerprint(digest: bytes) -> str:
+    """``sha256:`` and the digest in lowercase hex, as the relay prints it."""
+    return "sha256:" + digest.hex()
+
+
+def peer_certificate_digest(transport_info: Any) -> bytes | None:
+    """SHA-256 of the peer's certificate on a TLS session, or None without TLS.
+
+    ``transport_info`` is anything with ``get_extra_info`` (a :class:`mio.Session`).
+    """
+    ssl_object = transport_info.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if der is None:
+        return None
+    return hashlib.sha256(der).digest()
