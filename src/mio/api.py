@@ -97,6 +97,7 @@ class Server:
 
     async def _track(self, session: Session) -> None:
         try:
+            await asyncio.shield(session._connected)  # the transport is attached
             if self._session_handler is not None:
                 try:
                     await self._session_handler(session)
@@ -128,6 +129,11 @@ class Server:
     def is_serving(self) -> bool:
         """True while accepting connections."""
         return self._server is not None and self._server.is_serving()
+
+    def stop_listening(self) -> None:
+        """Stop accepting connections; the sessions already connected go on."""
+        if self._server is not None:
+            self._server.close()
 
     def close(self, code: int = 0) -> None:
         """Stop listening and close every session with FIN ``code``."""

@@ -121,6 +121,7 @@ class Session(asyncio.BufferedProtocol):
         self._closed = False  # FIN sent or received, or transport gone
         self._close_error: SessionClosedError | None = None
         self._closed_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._connected: asyncio.Future[None] = self._loop.create_future()
         self._idle_waiter: asyncio.Future[None] | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -293,6 +294,8 @@ class Session(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if not self._connected.done():
+            self._connected.set_result(None)
         set_limits = getattr(transport, "set_write_buffer_limits", None)
         if set_limits is not None:
             try:
@@ -350,6 +353,8 @@ class Session(asyncio.BufferedProtocol):
             reason = f"connection lost: {exc!r}" if exc else "connection closed by the peer"
             self._shutdown(SessionClosedError(reason), abort=False)
         self._transport = None
+        if not self._connected.done():
+            self._connected.set_result(None)
         for handle in (self._linger_handle, self._abort_handle):
             if handle is not None:
                 handle.cancel()
@@ -427,9 +432,7 @@ class Session(asyncio.BufferedProtocol):
         self._remote_count += 1
         handler = self._handler
         if handler is not None:
-            task = self._loop.create_task(self._run_handler(handler, stream))
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_done)
+            self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
         else:
             self._accept_queue.append(stream)
             self._wake_accept()
@@ -471,6 +474,8 @@ class Session(asyncio.BufferedProtocol):
             stream.reset(ErrorCode.INTERNAL_ERROR)
         else:
             stream.close()
+        finally:
+            self._handler_done(asyncio.current_task())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ stream table
     def _finish(self, stream: Stream) -> None:

@@ -154,10 +154,13 @@ class Stream:
         if n < 0:
             parts: list[bytes] = []
             while True:
-                chunk = await self.read(_READ_CHUNK * 4)
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
+                while not self._size:
+                    if self._eof:
+                        if self._error is not None:
+                            raise self._error
+                        return parts[0] if len(parts) == 1 else b"".join(parts)
+                    await self._wait()
+                parts.append(self._take(self._size))
         if n == 0:
             return b""
         while not self._size:
@@ -569,10 +572,15 @@ class Stream:
         self._wake_drain()
 
     def _on_session_closed(self, error: SessionClosedError) -> None:
-        """The session ended (FIN, local close or transport loss)."""
+        """The session ended (FIN, local close or transport loss).
+
+        A peer direction that had not ended (no HFR) is cut short whatever the FIN code:
+        the buffered data stays readable, then reads raise ``error`` (never a clean EOF, so a
+        truncated transfer cannot pass for a complete one).
+        """
         if not self._eof:
             self._eof = True
-            self._error = error if error.code is None or error.code != ErrorCode.NO_ERROR else None
+            self._error = error
         self._local_ended = True
         self._eof_queued = True
         if self._write_error is None:
