@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from .config import Config
+from .wire import ErrorCode
 from .session import Session, StreamHandler
 
 __all__ = (
@@ -24,6 +26,8 @@ __all__ = (
 )
 
 SessionHandler = Callable[[Session], Awaitable[None]]
+
+log = logging.getLogger("mio.server")
 
 
 async def connect(
@@ -88,24 +92,25 @@ class Server:
 
     def _make_session(self) -> Session:
         session = Session(client=False, config=self._config, handler=self._handler)
+        # Tracked from connection_made on: a connection whose TLS handshake fails never
+        # gets there, and must not leave a task waiting for it.
+        session._on_connection_made = self._session_made
+        return session
+
+    def _session_made(self, session: Session) -> None:
         self._sessions.add(session)
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._track(session))
+        task = asyncio.get_running_loop().create_task(self._track(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return session
 
     async def _track(self, session: Session) -> None:
         try:
-            await asyncio.shield(session._connected)  # the transport is attached
             if self._session_handler is not None:
                 try:
                     await self._session_handler(session)
                 except Exception:
-                    import logging
-
-                    logging.getLogger("mio.server").exception("session handler failed")
-                    session.close(1)
+                    log.exception("session handler failed")
+                    session.close(ErrorCode.INTERNAL_ERROR)
             await session.wait_closed()
         finally:
             self._sessions.discard(session)

@@ -970,7 +970,7 @@ class QuicSession:
                 stream.reset(ErrorCode.INTERNAL_ERROR)
             raise
         except MioError as exc:  # the stream or session died under the handler: not a bug
-            log.debug("stream handler on stream %d ended by %r", stream.id, exc)
+            log.debug("stream handler on stream %d ended by %s", stream.id, repr(exc))
             stream.reset(ErrorCode.INTERNAL_ERROR)
         except Exception:
             log.exception("stream handler failed on stream %d", stream.id)

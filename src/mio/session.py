@@ -37,7 +37,8 @@ StreamHandler = Callable[[Stream], Awaitable[None]]
 
 _FLUSH_THRESHOLD = 64 * 1024
 _ZERO_COPY_MIN = 32 * 1024
-_READ_BUFFER = 256 * 1024
+_READ_BUFFER_MIN = 16 * 1024  # an idle session costs little ...
+_READ_BUFFER_MAX = 256 * 1024  # ... and one that fills its buffer gets a bigger one
 _EOF_LINGER = 1.0
 _RECENT_RESETS = 4096
 
@@ -111,7 +112,7 @@ class Session(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._wbuf = bytearray()
         # Inbound bytes land here (BufferedProtocol); the decoder copies what it keeps.
-        self._rview = memoryview(bytearray(_READ_BUFFER))
+        self._rview = memoryview(bytearray(_READ_BUFFER_MIN))
         self._flush_handle: asyncio.Handle | None = None
         self._last_data_sid = 0
         self._last_data_flags = -1
@@ -121,7 +122,7 @@ class Session(asyncio.BufferedProtocol):
         self._closed = False  # FIN sent or received, or transport gone
         self._close_error: SessionClosedError | None = None
         self._closed_waiter: asyncio.Future[None] = self._loop.create_future()
-        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._on_connection_made: Callable[[Session], None] | None = None
         self._idle_waiter: asyncio.Future[None] | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -294,8 +295,6 @@ class Session(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        if not self._connected.done():
-            self._connected.set_result(None)
         set_limits = getattr(transport, "set_write_buffer_limits", None)
         if set_limits is not None:
             try:
@@ -312,6 +311,8 @@ class Session(asyncio.BufferedProtocol):
             self._idle_handle = self._loop.call_later(cfg.idle_timeout, self._idle_tick)
         if self._wbuf:
             self._schedule_flush()
+        if self._on_connection_made is not None:
+            self._on_connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._rview
@@ -322,10 +323,14 @@ class Session(asyncio.BufferedProtocol):
             return  # draining the peer's last bytes before closing the transport
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
+        view = self._rview
         try:
-            self._decoder.feed(self._rview[:nbytes])
+            self._decoder.feed(view[:nbytes] if nbytes < len(view) else view)
         except FrameError as exc:
             self._protocol_error(exc)
+            return
+        if nbytes == len(view) and nbytes < _READ_BUFFER_MAX:
+            self._rview = memoryview(bytearray(min(2 * nbytes, _READ_BUFFER_MAX)))
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -353,8 +358,7 @@ class Session(asyncio.BufferedProtocol):
             reason = f"connection lost: {exc!r}" if exc else "connection closed by the peer"
             self._shutdown(SessionClosedError(reason), abort=False)
         self._transport = None
-        if not self._connected.done():
-            self._connected.set_result(None)
+        self._rview = memoryview(b"")  # the read buffer is not needed any more
         for handle in (self._linger_handle, self._abort_handle):
             if handle is not None:
                 handle.cancel()
@@ -444,7 +448,7 @@ class Session(asyncio.BufferedProtocol):
         self._shutdown(error, abort=False)
 
     def _protocol_error(self, exc: FrameError) -> None:
-        log.warning("protocol error, closing the session: %s", exc)
+        log.warning("protocol error, closing the session: %s", str(exc))  # no frames kept
         if self._closed:
             return
         self._send_frame(0, exc.error_code, _KIND_FIN)
@@ -467,7 +471,7 @@ class Session(asyncio.BufferedProtocol):
                 stream.reset(ErrorCode.INTERNAL_ERROR)
             raise
         except MioError as exc:  # the stream or session died under the handler: not a bug
-            log.debug("stream handler on stream %d ended by %r", stream._id, exc)
+            log.debug("stream handler on stream %d ended by %s", stream._id, repr(exc))
             stream.reset(ErrorCode.INTERNAL_ERROR)
         except Exception:
             log.exception("stream handler failed on stream %d", stream._id)
