@@ -1,4 +1,4 @@
-"""Limits: over ``max_streams`` or the accept backlog, or with a window above ``max_window``,
+"""Limits: over ``max_streams`` or the accept backlog, or with a window above ``max_open_window``,
 an OPEN is answered with RST REFUSED; the opener reads StreamRefusedError and nothing else
 breaks."""
 
@@ -77,8 +77,8 @@ async def test_over_accept_backlog_is_refused() -> None:
         assert await late.read() == b""
 
 
-async def test_open_with_window_above_max_window_is_refused() -> None:
-    config = mio.Config(initial_window=4096, max_window=65536)
+async def test_open_with_window_above_max_open_window_is_refused() -> None:
+    config = mio.Config(initial_window=4096, max_open_window=65536)
     accepted = Accepted()
     async with await mio.serve(
         None, "127.0.0.1", 0, config=config, session_handler=accepted
@@ -95,4 +95,26 @@ async def test_open_with_window_above_max_window_is_refused() -> None:
         stream.close()
         await stream.wait_closed()
         assert len(raw.frames(RST)) == 1
+        await raw.close()
+
+
+async def test_session_window_budget_refuses_opens_until_streams_finish() -> None:
+    config = mio.Config(max_session_window=3 * 65536)
+    accepted = Accepted()
+    async with await mio.serve(
+        None, "127.0.0.1", 0, config=config, session_handler=accepted
+    ) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        for sid in (2, 4, 6, 8):
+            raw.open(sid, window=65536)
+        rst = await raw.expect([RST])
+        assert (rst.sid, rst.value) == (8, ErrorCode.REFUSED)  # over the budget
+        streams = [await asyncio.wait_for(session.accept_stream(), 5) for _ in range(3)]
+        assert [s.id for s in streams] == [2, 4, 6]
+        raw.rst(2, ErrorCode.INTERNAL_ERROR)
+        await asyncio.wait_for(streams[0].wait_closed(), 5)
+        raw.open(10, window=65536)  # the budget is back
+        stream = await asyncio.wait_for(session.accept_stream(), 5)
+        assert stream.id == 10
         await raw.close()

@@ -183,7 +183,21 @@ CONFIG_FLAGS: tuple[_Flag, ...] = (
         ("--max-window",),
         parse_size,
         "BYTES",
-        "auto-tuning ceiling of a stream's receive window; larger OPEN windows are refused",
+        "auto-tuning ceiling of a stream's receive window",
+    ),
+    _Flag(
+        "max_open_window",
+        ("--max-open-window",),
+        parse_size,
+        "BYTES",
+        "largest window accepted in a peer's OPEN; larger OPENs are refused",
+    ),
+    _Flag(
+        "max_session_window",
+        ("--max-session-window",),
+        parse_size,
+        "BYTES",
+        "budget of the OPEN windows of the peer's open streams; over it OPENs are refused",
     ),
     _Flag(
         "max_frame_size",

@@ -18,9 +18,20 @@ class Config:
             per stream and per direction (the OPEN value is the initial window of both
             directions). 256 KiB keeps a 1000-stream session's worst case buffering at
             256 MiB while a single bulk stream auto-tunes up quickly.
-        max_window: auto-tuning ceiling of a stream's receive window, and the largest window
-            accepted in a peer's OPEN (above it the stream is refused). The default admits
-            the reference implementation's 0xFFFFFF.
+        max_window: auto-tuning ceiling of the receive window of a stream this side opened
+            (or of a peer's stream whose OPEN window was smaller). 1 MiB: measured on
+            loopback, bulk throughput at 1 MiB is within ~10% of 16 MiB, while a 16 MiB
+            window lets one bulk stream queue megabytes in the kernel ahead of other
+            streams' small messages (W4: p99 latency beside a bulk transfer 25x the idle
+            p99 at 16 MiB, 5x at 2 MiB, 2x at 1 MiB).
+        max_open_window: largest window accepted in a peer's OPEN (the peer chooses the
+            initial window of both directions); above it the stream is refused. The default
+            admits the reference implementation's 0xFFFFFF.
+        max_session_window: budget for the windows granted to peer-opened streams, summed
+            over the open ones: an OPEN that would exceed it is refused (RST REFUSED). With
+            ``max_window``, it bounds what a peer can make this side buffer:
+            ``max_session_window + max_streams x max_window`` at most, and the auto-tuned
+            part only grows while the application keeps reading.
         max_frame_size: largest DATA payload this side sends. Set it to 128
             (``REFERENCE_MAX_FRAME_SIZE``) to talk to an unconfigured reference peer.
         max_recv_frame_size: largest DATA payload accepted; a larger one is a protocol error
@@ -41,7 +52,9 @@ class Config:
     """
 
     initial_window: int = 256 * 1024
-    max_window: int = MAX_VALUE
+    max_window: int = 1024 * 1024
+    max_open_window: int = MAX_VALUE
+    max_session_window: int = 256 * 1024 * 1024
     max_frame_size: int = 64 * 1024
     max_recv_frame_size: int = MAX_VALUE
     max_streams: int = 4096
@@ -57,6 +70,10 @@ class Config:
             raise ValueError(f"initial_window must be in 1..{MAX_VALUE} (it travels in OPEN)")
         if not self.initial_window <= self.max_window <= MAX_WINDOW:
             raise ValueError(f"max_window must be in initial_window..{MAX_WINDOW}")
+        if not 1 <= self.max_open_window <= MAX_VALUE:
+            raise ValueError(f"max_open_window must be in 1..{MAX_VALUE} (OPEN carries 24 bits)")
+        if self.max_session_window < 1:
+            raise ValueError("max_session_window must be positive")
         for name in ("max_frame_size", "max_recv_frame_size"):
             if not 1 <= getattr(self, name) <= MAX_VALUE:
                 raise ValueError(f"{name} must be in 1..{MAX_VALUE}")

@@ -103,6 +103,7 @@ class Session(asyncio.BufferedProtocol):
         self._streams: dict[int, Stream] = {}
         self._local_count = 0
         self._remote_count = 0
+        self._granted = 0  # sum of the OPEN windows of open peer-opened streams
         self._recent_resets: dict[int, None] = {}
         self._accept_queue: deque[Stream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -420,8 +421,10 @@ class Session(asyncio.BufferedProtocol):
             reason = "session is closing"
         elif window == 0:
             reason = "OPEN with a zero window"
-        elif window > cfg.max_window:
-            reason = f"OPEN window {window} above max_window {cfg.max_window}"
+        elif window > cfg.max_open_window:
+            reason = f"OPEN window {window} above max_open_window {cfg.max_open_window}"
+        elif self._granted + window > cfg.max_session_window:
+            reason = f"session window budget {cfg.max_session_window} reached"
         elif self._remote_count >= cfg.max_streams:
             reason = f"stream limit {cfg.max_streams} reached"
         elif self._handler is None and len(self._accept_queue) >= cfg.accept_backlog:
@@ -434,6 +437,7 @@ class Session(asyncio.BufferedProtocol):
         stream = Stream(self, sid, window, cfg.max_window)
         self._streams[sid] = stream
         self._remote_count += 1
+        self._granted += window
         handler = self._handler
         if handler is not None:
             self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
@@ -495,6 +499,7 @@ class Session(asyncio.BufferedProtocol):
                     fut.set_result(None)
             else:
                 self._remote_count -= 1
+                self._granted -= stream._open_window
         stream._on_finished()
         if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)

@@ -57,6 +57,7 @@ class Stream:
         "_linger",
         "_local_ended",
         "_loop",
+        "_open_window",
         "_outbound",
         "_pending",
         "_pending_size",
@@ -90,6 +91,7 @@ class Stream:
         self._finished_waiter: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._outbound = False  # opened by this side
+        self._open_window = window  # the window of the OPEN frame
 
     # ------------------------------------------------------------------ properties
     @property
