@@ -243,3 +243,16 @@ async def test_transport_backpressure_bounds_memory_mio_peer() -> None:
         await task
         assert received == total
         assert peak[0] <= bound
+
+
+async def test_readexactly_announces_batched_window_when_it_needs_it() -> None:
+    """Consumed bytes held back by batching must not starve a reader that needs them."""
+    config = mio.Config(initial_window=100, max_window=100)
+    async with mio_pair(None, config=config, client_config=config) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"a" * 40)
+        peer = await server.accept_stream()
+        assert await peer.readexactly(40) == b"a" * 40  # 40 consumed, below half: unannounced
+        writer = asyncio.ensure_future(stream.send(b"b" * 80))  # 60 fit, 20 wait for window
+        assert await asyncio.wait_for(peer.readexactly(80), 5) == b"b" * 80
+        await asyncio.wait_for(writer, 5)

@@ -199,7 +199,7 @@ class Stream:
                     raise self._error
                 partial = self._take(self._size) if self._size else b""
                 raise asyncio.IncompleteReadError(partial, n)
-            await self._wait()
+            await self._wait(n - self._size)
         return self._take(n) if n else b""
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
@@ -248,9 +248,14 @@ class Stream:
                 return
             yield chunk
 
-    async def _wait(self) -> None:
+    async def _wait(self, need: int = 1) -> None:
         if self._waiter is not None:
             raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
+        recv = self._recv
+        if need > recv.available and recv.pending and not self._eof:
+            # The peer cannot send what this reader waits for until the consumed bytes
+            # still held back by batching are announced: announce them now.
+            self._session._send_window_update(self._id, recv.flush())
         fut = self._loop.create_future()
         self._waiter = fut
         try:
