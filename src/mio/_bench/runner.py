@@ -420,7 +420,7 @@ def run_bench(settings: Settings, progress: ProgressFn | None = None) -> BenchRe
         result.interrupted = True
     finally:
         for pair in pairs.values():
-            if not isinstance(pair, str):
+            if pair is not None and not isinstance(pair, str):  # None: stopped after a failure
                 pair.stop()
         meta["wall_s"] = round(time.monotonic() - t_start, 2)
         if out is not None:
