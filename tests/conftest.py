@@ -68,7 +68,10 @@ def _load(compiled: bool) -> Impl:
 
 @pytest.fixture(
     scope="session",
-    params=[pytest.param(True, id="c", marks=pytest.mark.c_extension), pytest.param(False, id="py")],
+    params=[
+        pytest.param(True, id="c", marks=pytest.mark.c_extension),
+        pytest.param(False, id="py"),
+    ],
 )
 def impl(request: pytest.FixtureRequest) -> Impl:
     """The implementation under test (compiled and pure)."""

@@ -166,3 +166,19 @@ async def test_pipe_session_properties() -> None:
     assert server.is_closed
     assert server.close_error is not None
     assert server.close_error.code == 0
+
+
+async def test_stream_ids_run_out_with_stream_limit_error() -> None:
+    client, server = mio.pipe()
+    client._next_id = mio.wire.MAX_STREAM_ID  # the last odd id (white-box: 2^31 opens is slow)
+    last = await client.open_stream()
+    assert last.id == mio.wire.MAX_STREAM_ID
+    with pytest.raises(mio.StreamLimitError, match="exhausted"):
+        await client.open_stream()
+    last.write(b"still works")
+    last.write_eof()
+    peer = await asyncio.wait_for(server.accept_stream(), 5)
+    assert await peer.read() == b"still works"
+    client.close()
+    await client.wait_closed()
+    await server.wait_closed()

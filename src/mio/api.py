@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from .config import Config
-from .wire import ErrorCode
 from .session import Session, StreamHandler
+from .wire import ErrorCode
 
 __all__ = (
     "connect",
