@@ -66,6 +66,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
         f"mio.quic needs aioquic >= 1.0, an optional dependency: pip install 'mio[quic]' ({_exc})"
     ) from _exc
 
+from ._readside import ReadSide
 from .config import Config
 from .errors import (
     MioError,
@@ -95,7 +96,6 @@ QuicStreamHandler = Callable[["QuicStream"], Awaitable[None]]
 QuicSessionHandler = Callable[["QuicSession"], Awaitable[None]]
 BytesLike = bytes | bytearray | memoryview
 
-_READ_CHUNK = 64 * 1024
 _MAX_QUIC_CODE = (1 << 62) - 1
 _RETIRED_PRUNE = 1024
 
@@ -145,7 +145,7 @@ def make_configuration(
 
 
 # ---------------------------------------------------------------------- streams
-class QuicStream:
+class QuicStream(ReadSide):
     """One bidirectional QUIC stream with the :class:`mio.abc.Stream` interface.
 
     Obtained from :meth:`QuicSession.open_stream`, :meth:`QuicSession.accept_stream` or a
@@ -212,113 +212,16 @@ class QuicStream:
         return f"<mio.quic.QuicStream id={self._id} {state} buffered={len(self._buf)}>"
 
     # ------------------------------------------------------------------ reading
-    def at_eof(self) -> bool:
-        """True when the peer's direction has ended and every byte was read."""
-        return self._eof and not self._buf
+    # read, readexactly, readuntil, readline, at_eof, async iteration: see ReadSide.
+    @property
+    def _size(self) -> int:
+        return len(self._buf)
 
-    async def read(self, n: int = -1) -> bytes:
-        """Read up to ``n`` bytes (``n < 0``: until end of stream); ``b""`` at EOF."""
-        if n < 0:
-            parts: list[bytes] = []
-            while True:
-                chunk = await self.read(_READ_CHUNK * 4)
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
-        if n == 0:
-            return b""
-        while not self._buf:
-            if self._eof:
-                if self._error is not None:
-                    raise self._error
-                return b""
-            await self._wait()
-        return self._take(n)
+    def _coalesce(self) -> bytearray:
+        return self._buf
 
-    async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first.
-
-        Up to the receive window, a cancelled call loses nothing; a larger ``n`` is read
-        piecewise (the peer needs window credit to send it all), and a call cancelled
-        midway loses what it had taken (as :meth:`mio.Stream.readexactly`).
-        """
-        if n < 0:
-            raise ValueError("readexactly size can not be less than zero")
-        if n > self._window:
-            # The buffer can never hold n bytes: waiting for them all would deadlock.
-            parts: list[bytes] = []
-            got = 0
-            while got < n:
-                chunk = await self.read(n - got)
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"".join(parts), n)
-                parts.append(chunk)
-                got += len(chunk)
-            return b"".join(parts)
-        while len(self._buf) < n:
-            if self._eof:
-                if self._error is not None and not self._buf:
-                    raise self._error
-                partial = self._take(len(self._buf)) if self._buf else b""
-                raise asyncio.IncompleteReadError(partial, n)
-            await self._wait()
-        return self._take(n) if n else b""
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        """Read up to and including ``separator`` (errors as :meth:`mio.Stream.readuntil`)."""
-        seplen = len(separator)
-        if seplen == 0:
-            raise ValueError("separator should be at least one-byte string")
-        offset = 0
-        while True:
-            buf = self._buf
-            if buf:
-                i = buf.find(separator, offset)
-                if i >= 0:
-                    return self._take(i + seplen)
-                offset = max(0, len(buf) - seplen + 1)
-                if len(buf) >= self._window and not self._eof:
-                    raise asyncio.LimitOverrunError(
-                        "separator not found within the stream's receive window", offset
-                    )
-            if self._eof:
-                if self._error is not None and not buf:
-                    raise self._error
-                partial = self._take(len(buf)) if buf else b""
-                raise asyncio.IncompleteReadError(partial, None)
-            await self._wait()
-
-    async def readline(self) -> bytes:
-        """Read one line; at end of stream, the partial line or ``b""``."""
-        try:
-            return await self.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iter_chunks()
-
-    async def _iter_chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(_READ_CHUNK)
-            if not chunk:
-                return
-            yield chunk
-
-    async def _wait(self) -> None:
-        if self._waiter is not None:
-            raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
-        fut = self._loop.create_future()
-        self._waiter = fut
-        try:
-            await fut
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+    def _read_limit(self) -> int:
+        return self._window
 
     def _take(self, n: int) -> bytes:
         buf = self._buf

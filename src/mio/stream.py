@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._readside import ReadSide
 from .errors import (
     FlowControlError,
     MioError,
@@ -29,14 +30,13 @@ if TYPE_CHECKING:
 
 __all__ = ("Stream",)
 
-_READ_CHUNK = 64 * 1024
 # Received pieces under _SMALL_PIECE bytes are appended to a bytearray tail of at most
 # _TAIL_LIMIT bytes instead of being queued one object each.
 _SMALL_PIECE = 512
 _TAIL_LIMIT = 64 * 1024
 
 
-class Stream:
+class Stream(ReadSide):
     """A bidirectional byte stream, with the asyncio ``StreamReader``/``StreamWriter`` vocabulary.
 
     Obtain one from :meth:`Session.open_stream` or :meth:`Session.accept_stream` (or a
@@ -68,6 +68,8 @@ class Stream:
         "_waiter",
         "_write_error",
     )
+
+    _size: int  # a slot: buffered bytes (ReadSide reads it)
 
     def __init__(self, session: Session, stream_id: int, window: int, max_window: int) -> None:
         self._session = session
@@ -142,131 +144,16 @@ class Stream:
         return f"<mio.Stream id={self._id} {state} buffered={self._size}>"
 
     # ------------------------------------------------------------------ reading
-    def at_eof(self) -> bool:
-        """True when the peer's direction has ended and every byte was read."""
-        return self._eof and not self._size
+    # read, readexactly, readuntil, readline, at_eof, async iteration: see ReadSide.
+    def _read_limit(self) -> int:
+        return int(self._recv.window)
 
-    async def read(self, n: int = -1) -> bytes:
-        """Read up to ``n`` bytes; ``n < 0`` reads until end of stream.
-
-        Returns ``b""`` at end of stream. Raises :class:`StreamResetError` if the stream
-        was reset, :class:`SessionClosedError` if the session died before the peer ended
-        this direction.
-        """
-        if n < 0:
-            parts: list[bytes] = []
-            while True:
-                while not self._size:
-                    if self._eof:
-                        if self._error is not None:
-                            raise self._error
-                        return parts[0] if len(parts) == 1 else b"".join(parts)
-                    await self._wait()
-                parts.append(self._take(self._size))
-        if n == 0:
-            return b""
-        while not self._size:
-            if self._eof:
-                if self._error is not None:
-                    raise self._error
-                return b""
-            await self._wait()
-        return self._take(n)
-
-    async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first.
-
-        Up to the receive window, a cancelled call loses nothing; a larger ``n`` is read
-        piecewise (the peer needs window updates to send it all), and like ``read(-1)`` a
-        call cancelled midway loses what it had taken.
-        """
-        if n < 0:
-            raise ValueError("readexactly size can not be less than zero")
-        if n > self._recv.window:
-            # The buffer can never hold n bytes: waiting for them all would deadlock.
-            parts: list[bytes] = []
-            got = 0
-            while got < n:
-                chunk = await self.read(n - got)
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"".join(parts), n)
-                parts.append(chunk)
-                got += len(chunk)
-            return b"".join(parts)
-        while self._size < n:
-            if self._eof:
-                if self._error is not None and not self._size:
-                    raise self._error
-                partial = self._take(self._size) if self._size else b""
-                raise asyncio.IncompleteReadError(partial, n)
-            await self._wait(n - self._size)
-        return self._take(n) if n else b""
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        """Read up to and including ``separator``.
-
-        Raises:
-            asyncio.IncompleteReadError: end of stream before the separator.
-            asyncio.LimitOverrunError: a whole receive window arrived without a separator.
-        """
-        seplen = len(separator)
-        if seplen == 0:
-            raise ValueError("separator should be at least one-byte string")
-        offset = 0
-        while True:
-            if self._size:
-                buf = self._coalesce()
-                i = buf.find(separator, offset)
-                if i >= 0:
-                    return self._take(i + seplen)
-                offset = max(0, len(buf) - seplen + 1)
-                if self._size >= self._recv.window and not self._eof:
-                    raise asyncio.LimitOverrunError(
-                        "separator not found within the stream's receive window", offset
-                    )
-            if self._eof:
-                if self._error is not None and not self._size:
-                    raise self._error
-                partial = self._take(self._size) if self._size else b""
-                raise asyncio.IncompleteReadError(partial, None)
-            await self._wait()
-
-    async def readline(self) -> bytes:
-        """Read one line (ending in ``\\n``); at end of stream, the partial line or ``b""``."""
-        try:
-            return await self.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iter_chunks()
-
-    async def _iter_chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(_READ_CHUNK)
-            if not chunk:
-                return
-            yield chunk
-
-    async def _wait(self, need: int = 1) -> None:
-        if self._waiter is not None:
-            raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
+    def _before_wait(self, need: int) -> None:
         recv = self._recv
         if need > recv.available and recv.pending and not self._eof:
             # The peer cannot send what this reader waits for until the consumed bytes
             # still held back by batching are announced: announce them now.
             self._session._send_window_update(self._id, recv.flush())
-        fut = self._loop.create_future()
-        self._waiter = fut
-        try:
-            await fut
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def _coalesce(self) -> bytes:
         chunks = self._chunks

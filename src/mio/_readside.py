@@ -1,0 +1,179 @@
+"""The read side shared by every stream type: ``read``, ``readexactly``, ``readuntil``…
+
+One implementation of the asyncio ``StreamReader`` vocabulary over a receive buffer, used
+by :class:`mio.Stream` (MIO over any byte stream) and :class:`mio.quic.QuicStream`, so both
+transports read identically. The stream class provides the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ("ReadSide",)
+
+_READ_CHUNK = 64 * 1024
+
+
+class ReadSide:
+    """Mixin: the reading API over a buffer the subclass owns.
+
+    The subclass provides the attributes ``_eof`` (the peer's direction ended), ``_error``
+    (raised once the buffer is drained, or None for a clean EOF), ``_waiter`` (the future
+    of a waiting reader, or None), ``_loop`` and ``_id``, and the members below marked
+    "provided by the stream". ``_wake()`` is called by the stream
+    whenever data, EOF or an error arrives.
+    """
+
+    __slots__ = ()
+
+    _eof: bool
+    _error: BaseException | None
+    _waiter: asyncio.Future[None] | None
+    _loop: asyncio.AbstractEventLoop
+    _id: int
+
+    # -- provided by the stream
+    @property
+    def _size(self) -> int:
+        """Buffered bytes (a slot or a property of the stream)."""
+        raise NotImplementedError
+
+    def _take(self, n: int) -> bytes:
+        """Remove and return up to ``n`` buffered bytes (at least one is buffered)."""
+        raise NotImplementedError
+
+    def _coalesce(self) -> Any:
+        """The whole buffer as one bytes-like object (for separator searches)."""
+        raise NotImplementedError
+
+    def _read_limit(self) -> int:
+        """The most the buffer can ever hold (the receive window)."""
+        raise NotImplementedError
+
+    def _before_wait(self, need: int) -> None:
+        """A reader is about to wait for ``need`` more bytes (e.g. release held-back window)."""
+
+    # -- the reading API
+    def at_eof(self) -> bool:
+        """True when the peer's direction has ended and every byte was read."""
+        return self._eof and not self._size
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes; ``n < 0`` reads until end of stream.
+
+        Returns ``b""`` at end of stream. Raises :class:`StreamResetError` if the stream
+        was reset, :class:`SessionClosedError` if the session died before the peer ended
+        this direction.
+        """
+        if n < 0:
+            parts: list[bytes] = []
+            while True:
+                while not self._size:
+                    if self._eof:
+                        if self._error is not None:
+                            raise self._error
+                        return parts[0] if len(parts) == 1 else b"".join(parts)
+                    await self._wait()
+                parts.append(self._take(self._size))
+        if n == 0:
+            return b""
+        while not self._size:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            await self._wait()
+        return self._take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if EOF comes first.
+
+        Up to the receive window, a cancelled call loses nothing; a larger ``n`` is read
+        piecewise (the peer needs window updates to send it all), and like ``read(-1)`` a
+        call cancelled midway loses what it had taken.
+        """
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if n > self._read_limit():
+            # The buffer can never hold n bytes: waiting for them all would deadlock.
+            parts: list[bytes] = []
+            got = 0
+            while got < n:
+                chunk = await self.read(n - got)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"".join(parts), n)
+                parts.append(chunk)
+                got += len(chunk)
+            return b"".join(parts)
+        while self._size < n:
+            if self._eof:
+                if self._error is not None and not self._size:
+                    raise self._error
+                partial = self._take(self._size) if self._size else b""
+                raise asyncio.IncompleteReadError(partial, n)
+            await self._wait(n - self._size)
+        return self._take(n) if n else b""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Read up to and including ``separator``.
+
+        Raises:
+            asyncio.IncompleteReadError: end of stream before the separator.
+            asyncio.LimitOverrunError: a whole receive window arrived without a separator.
+        """
+        seplen = len(separator)
+        if seplen == 0:
+            raise ValueError("separator should be at least one-byte string")
+        offset = 0
+        while True:
+            if self._size:
+                buf = self._coalesce()
+                i = buf.find(separator, offset)
+                if i >= 0:
+                    return self._take(i + seplen)
+                offset = max(0, len(buf) - seplen + 1)
+                if self._size >= self._read_limit() and not self._eof:
+                    raise asyncio.LimitOverrunError(
+                        "separator not found within the stream's receive window", offset
+                    )
+            if self._eof:
+                if self._error is not None and not self._size:
+                    raise self._error
+                partial = self._take(self._size) if self._size else b""
+                raise asyncio.IncompleteReadError(partial, None)
+            await self._wait()
+
+    async def readline(self) -> bytes:
+        """Read one line (ending in ``\\n``); at end of stream, the partial line or ``b""``."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iter_chunks()
+
+    async def _iter_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self.read(_READ_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    async def _wait(self, need: int = 1) -> None:
+        if self._waiter is not None:
+            raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
+        self._before_wait(need)
+        fut = self._loop.create_future()
+        self._waiter = fut  # type: ignore[misc]  # a slot of the stream class
+        try:
+            await fut
+        finally:
+            self._waiter = None  # type: ignore[misc]
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
