@@ -86,6 +86,18 @@ SYSTEMS: dict[str, System] = {
             requires=("aioquic", "cryptography"),
             description="QUIC streams with aioquic over loopback UDP (TLS 1.3)",
         ),
+        System(
+            "mio-quic",
+            "mio.quic",
+            "bench_mio_quic",
+            "",
+            ("W1", "W2", "W3", "W4"),
+            requires=("aioquic", "cryptography"),
+            description=(
+                "mio's stream API over QUIC (mio.quic on aioquic, loopback UDP, TLS 1.3): "
+                "what switching the transport costs"
+            ),
+        ),
     )
 }
 
