@@ -8,7 +8,7 @@ import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .config import Config
 from .session import Session, StreamHandler
@@ -71,39 +71,34 @@ async def connect_unix(
     return session
 
 
-class Server:
-    """A listening MIO server: an ``asyncio.Server`` whose connections are sessions.
+class _ClosableSession(Protocol):
+    def close(self, code: int = ...) -> None: ...
 
-    Use it as an async context manager or call :meth:`close` and :meth:`wait_closed`.
+    async def wait_closed(self) -> None: ...
+
+
+S = TypeVar("S", bound=_ClosableSession)
+
+
+class SessionTracker(Generic[S]):
+    """What every server does with its connected sessions (mio's and ``mio.quic``'s).
+
+    ``_session_made(session)`` is called once a session is connected; the session handler
+    (if any) runs as a task, and the session is forgotten when it is closed.
     """
 
-    def __init__(
-        self,
-        handler: StreamHandler | None,
-        session_handler: SessionHandler | None,
-        config: Config | None,
-    ) -> None:
-        self._handler = handler
+    def __init__(self, session_handler: Callable[[S], Awaitable[None]] | None) -> None:
         self._session_handler = session_handler
-        self._config = config
-        self._server: asyncio.AbstractServer | None = None
-        self._sessions: set[Session] = set()
+        self._sessions: set[S] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _make_session(self) -> Session:
-        session = Session(client=False, config=self._config, handler=self._handler)
-        # Tracked from connection_made on: a connection whose TLS handshake fails never
-        # gets there, and must not leave a task waiting for it.
-        session._on_connection_made = self._session_made
-        return session
-
-    def _session_made(self, session: Session) -> None:
+    def _session_made(self, session: S) -> None:
         self._sessions.add(session)
         task = asyncio.get_running_loop().create_task(self._track(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _track(self, session: Session) -> None:
+    async def _track(self, session: S) -> None:
         try:
             if self._session_handler is not None:
                 try:
@@ -116,9 +111,34 @@ class Server:
             self._sessions.discard(session)
 
     @property
-    def sessions(self) -> frozenset[Session]:
+    def sessions(self) -> frozenset[S]:
         """The sessions currently connected."""
         return frozenset(self._sessions)
+
+
+class Server(SessionTracker[Session]):
+    """A listening MIO server: an ``asyncio.Server`` whose connections are sessions.
+
+    Use it as an async context manager or call :meth:`close` and :meth:`wait_closed`.
+    """
+
+    def __init__(
+        self,
+        handler: StreamHandler | None,
+        session_handler: SessionHandler | None,
+        config: Config | None,
+    ) -> None:
+        super().__init__(session_handler)
+        self._handler = handler
+        self._config = config
+        self._server: asyncio.AbstractServer | None = None
+
+    def _make_session(self) -> Session:
+        session = Session(client=False, config=self._config, handler=self._handler)
+        # Tracked from connection_made on: a connection whose TLS handshake fails never
+        # gets there, and must not leave a task waiting for it.
+        session._on_connection_made = self._session_made
+        return session
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

@@ -67,6 +67,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     ) from _exc
 
 from ._readside import ReadSide
+from .api import SessionTracker
 from .config import Config
 from .errors import (
     MioError,
@@ -1110,7 +1111,7 @@ async def _dial(
     return session
 
 
-class QuicServer:
+class QuicServer(SessionTracker[QuicSession]):
     """A listening QUIC endpoint whose connections are :class:`QuicSession` objects.
 
     Use it as an async context manager, or call :meth:`close` and :meth:`wait_closed`.
@@ -1122,43 +1123,18 @@ class QuicServer:
         session_handler: QuicSessionHandler | None,
         config: Config | None,
     ) -> None:
+        super().__init__(session_handler)
         self._handler = handler
-        self._session_handler = session_handler
         self._config = config
         self._server: _AioquicServer | None = None
-        self._sessions: set[QuicSession] = set()
         self._all: set[QuicSession] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def _make_session(self, endpoint: _Endpoint) -> QuicSession:
         session = QuicSession(endpoint, client=False, config=self._config, handler=self._handler)
-        session.on_ready = self._ready
+        session.on_ready = self._session_made
         self._all.add(session)
         session._terminated.add_done_callback(lambda _: self._all.discard(session))
         return session
-
-    def _ready(self, session: QuicSession) -> None:
-        self._sessions.add(session)
-        task = asyncio.get_running_loop().create_task(self._track(session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _track(self, session: QuicSession) -> None:
-        try:
-            if self._session_handler is not None:
-                try:
-                    await self._session_handler(session)
-                except Exception:
-                    log.exception("session handler failed")
-                    session.close(ErrorCode.INTERNAL_ERROR)
-            await session.wait_closed()
-        finally:
-            self._sessions.discard(session)
-
-    @property
-    def sessions(self) -> frozenset[QuicSession]:
-        """The sessions currently connected (handshake completed)."""
-        return frozenset(self._sessions)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
