@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from typing import TYPE_CHECKING
 
 
@@ -42,18 +41,11 @@ else:
     else:
         EXTENSIONS_ACTIVE = True
 
-FrameDecoder = frame.FrameDecoder
-SendWindow = window.SendWindow
-RecvWindow = window.RecvWindow
-
 __all__ = (
     "EXTENSIONS_ACTIVE",
     "NO_EXTENSIONS",
     "frame",
     "window",
-    "FrameDecoder",
-    "SendWindow",
-    "RecvWindow",
 )
 
-del platform, sys  # os stays: _env_flag reads the environment
+del platform  # os stays: _env_flag reads the environment
