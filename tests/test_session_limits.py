@@ -98,23 +98,22 @@ async def test_open_with_window_above_max_open_window_is_refused() -> None:
         await raw.close()
 
 
-async def test_session_window_budget_refuses_opens_until_streams_finish() -> None:
-    config = mio.Config(max_session_window=3 * 65536)
+async def test_open_windows_are_promises_not_a_budget() -> None:
+    """OPENs at the reference's 0xFFFFFF window are admitted up to max_streams, whatever the
+    windows add up to (1000 x 16 MiB): memory is budgeted by the bytes actually held."""
+    config = mio.Config(max_streams=1000)
     accepted = Accepted()
     async with await mio.serve(
         None, "127.0.0.1", 0, config=config, session_handler=accepted
     ) as server:
         raw = await RawPeer.connect(server.port)
         session = await accepted.get()
-        for sid in (2, 4, 6, 8):
-            raw.open(sid, window=65536)
+        for sid in range(2, 2002, 2):
+            raw.open(sid, window=0xFFFFFF)
+        raw.open(2002, window=0xFFFFFF)  # the 1001st: over max_streams
         rst = await raw.expect([RST])
-        assert (rst.sid, rst.value) == (8, ErrorCode.REFUSED)  # over the budget
-        streams = [await asyncio.wait_for(session.accept_stream(), 5) for _ in range(3)]
-        assert [s.id for s in streams] == [2, 4, 6]
-        raw.rst(2, ErrorCode.INTERNAL_ERROR)
-        await asyncio.wait_for(streams[0].wait_closed(), 5)
-        raw.open(10, window=65536)  # the budget is back
-        stream = await asyncio.wait_for(session.accept_stream(), 5)
-        assert stream.id == 10
+        assert (rst.sid, rst.value) == (2002, ErrorCode.REFUSED)
+        streams = [await asyncio.wait_for(session.accept_stream(), 5) for _ in range(1000)]
+        assert [s.id for s in streams] == list(range(2, 2002, 2))
+        assert session.stats["streams_refused"] == 1
         await raw.close()

@@ -165,10 +165,10 @@ class ReadSide:
     async def _wait(self, need: int = 1) -> None:
         if self._waiter is not None:
             raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
-        self._before_wait(need)
         fut = self._loop.create_future()
         self._waiter = fut  # type: ignore[misc]  # a slot of the stream class
         try:
+            self._before_wait(need)
             await fut
         finally:
             self._waiter = None  # type: ignore[misc]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .wire import MAX_VALUE, MAX_WINDOW
+from .wire import MAX_VALUE, MAX_WINDOW, REFERENCE_MAX_FRAME_SIZE
 
 __all__ = ("Config",)
 
@@ -28,15 +28,21 @@ class Config:
         max_open_window: largest window accepted in a peer's OPEN (the peer chooses the
             initial window of both directions); above it the stream is refused. The default
             admits the reference implementation's 0xFFFFFF.
-        max_session_window: budget for the windows granted to peer-opened streams, summed
-            over the open ones: an OPEN that would exceed it is refused (RST REFUSED). With
-            ``max_window``, it bounds what a peer can make this side buffer:
-            ``max_session_window + max_streams x max_window`` at most, and the auto-tuned
-            part only grows while the application keeps reading.
+        max_session_memory: most unread inbound data this session holds for its peer, over
+            all streams (the accept queue included). Windows are promises, not allocations:
+            an OPEN is admitted whatever its window (up to ``max_open_window``), and when
+            the bytes actually held reach this limit the session stops reading from its
+            transport until the application reads; a reader left waiting meanwhile makes
+            the session reset the unread stream holding the most (``RESOURCE_LIMIT``), so
+            the application never deadlocks (docs/PROTOCOL.md, "Memory"). 64 MiB: a bulk
+            stream needs its auto-tuned ``max_window`` (1 MiB) and W1-W4 never hold more
+            than a few MiB, so 64 bulk streams read at full speed side by side, while a
+            peer that fills streams nobody reads is held to 64 MiB.
         max_frame_size: largest DATA payload this side sends. 64 KiB: one frame per typical
             64 KiB write; 16 KiB, 64 KiB and 256 KiB measured the same within noise, and a
             frame is the unit in which streams interleave, so smaller is fairer. Set it to
-            128 (``REFERENCE_MAX_FRAME_SIZE``) to talk to an unconfigured reference peer.
+            128 (``REFERENCE_MAX_FRAME_SIZE``) to talk to an unconfigured reference peer
+            (:meth:`for_reference` does).
         max_recv_frame_size: largest DATA payload accepted; a larger one is a protocol error
             that closes the session. Payloads are streamed, so this does not bound memory.
         max_streams: most concurrent streams the peer may open on this session (over it:
@@ -52,12 +58,18 @@ class Config:
         linger_timeout: seconds a gracefully closed stream waits for the peer to finish its
             direction before the stream is ended with RST NO_ERROR.
         close_timeout: seconds :meth:`Session.aclose` lets open streams finish before FIN.
+        send_resets: False never sends RST where mio has a choice (a reference peer hangs on
+            any RST for a stream it knows): a failed or cancelled handler ends its stream
+            with a half-close instead of RST, and a lingering stream is forgotten silently
+            (later DATA for it is dropped unanswered). RSTs the protocol requires (a flow-
+            control violation, an OPEN over a limit, ``Stream.reset()`` called by the
+            application, a stream shed for memory) are still sent.
     """
 
     initial_window: int = 256 * 1024
     max_window: int = 1024 * 1024
     max_open_window: int = MAX_VALUE
-    max_session_window: int = 256 * 1024 * 1024
+    max_session_memory: int = 64 * 1024 * 1024
     max_frame_size: int = 64 * 1024
     max_recv_frame_size: int = MAX_VALUE
     max_streams: int = 4096
@@ -67,6 +79,7 @@ class Config:
     idle_timeout: float | None = None
     linger_timeout: float = 30.0
     close_timeout: float = 10.0
+    send_resets: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.initial_window <= MAX_VALUE:
@@ -75,8 +88,8 @@ class Config:
             raise ValueError(f"max_window must be in initial_window..{MAX_WINDOW}")
         if not 1 <= self.max_open_window <= MAX_VALUE:
             raise ValueError(f"max_open_window must be in 1..{MAX_VALUE} (OPEN carries 24 bits)")
-        if self.max_session_window < 1:
-            raise ValueError("max_session_window must be positive")
+        if self.max_session_memory < 1:
+            raise ValueError("max_session_memory must be positive")
         for name in ("max_frame_size", "max_recv_frame_size"):
             if not 1 <= getattr(self, name) <= MAX_VALUE:
                 raise ValueError(f"{name} must be in 1..{MAX_VALUE}")
@@ -90,6 +103,24 @@ class Config:
         for name in ("linger_timeout", "close_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+
+    @classmethod
+    def for_reference(cls, **changes: object) -> Config:
+        """The settings an unconfigured reference (Go) peer needs, plus ``changes``.
+
+        DATA payloads of at most 128 bytes (its read-buffer limit answers a larger frame
+        with RST), no RST where mio has a choice (``send_resets=False``: it hangs on any
+        RST for a stream it knows), and ``initial_window`` 0xFFFFFF, its own default.
+        See docs/PROTOCOL.md ("Talking to the reference") for what stays unsafe.
+        """
+        settings: dict[str, object] = {
+            "max_frame_size": REFERENCE_MAX_FRAME_SIZE,
+            "initial_window": MAX_VALUE,
+            "max_window": MAX_VALUE,
+            "send_resets": False,
+        }
+        settings.update(changes)
+        return cls(**settings)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with ``changes`` applied (validated)."""

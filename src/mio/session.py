@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType, TracebackType
 from typing import Any
 
 from . import _impl
+from .budget import MemoryBudget
 from .config import Config
 from .errors import (
     FlowControlError,
@@ -37,10 +39,19 @@ StreamHandler = Callable[[Stream], Awaitable[None]]
 
 _FLUSH_THRESHOLD = 64 * 1024
 _ZERO_COPY_MIN = 32 * 1024
-_READ_BUFFER_MIN = 16 * 1024  # an idle session costs little ...
-_READ_BUFFER_MAX = 256 * 1024  # ... and one that fills its buffer gets a bigger one
+_READ_BUFFER_SIZE = 256 * 1024
 _EOF_LINGER = 1.0
 _RECENT_RESETS = 4096
+#: RST answers (bytes) queued while the transport is paused before the session stops
+#: reading from a peer that does not read its own input.
+_ANSWER_LIMIT = 64 * 1024
+#: Quantum a blocked stream may send per turn when the transport resumes (round-robin).
+_PUMP_QUANTUM = 64 * 1024
+
+# Why reading from the transport is paused (bits of Session._read_paused).
+_PAUSED_MEMORY = 1  # unread inbound data (+ queued responses) reached max_session_memory
+_PAUSED_BUDGET = 2  # the shared MemoryBudget is full
+_PAUSED_ANSWERS = 4  # the peer does not read, and answers to it pile up
 
 _KIND_OPEN = 0x0C
 _KIND_DATA = 0x01
@@ -49,6 +60,22 @@ _KIND_WINDOW_UPDATE = 0x09
 _KIND_RST = 0x04
 _KIND_SESSION_WINDOW_UPDATE = 0x08
 _KIND_FIN = 0x02
+
+
+class _ReadBuffer(threading.local):
+    """One receive buffer per thread, shared by every session of its event loop.
+
+    ``BufferedProtocol`` reads happen synchronously (``get_buffer``, ``recv_into``,
+    ``buffer_updated`` in one callback, also under TLS and uvloop) and the decoder copies
+    what it keeps, so sessions never need a buffer of their own between reads: an idle
+    session holds no read buffer, whatever it received before.
+    """
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_READ_BUFFER_SIZE))
+
+
+_read_buffer = _ReadBuffer()
 
 
 def _code_name(code: int) -> str:
@@ -74,6 +101,8 @@ class Session(asyncio.BufferedProtocol):
         handler: optional ``async def handler(stream)`` run (as a task) for every stream the
             peer opens; without it, the application takes streams with
             :meth:`accept_stream` or ``async for stream in session``.
+        budget: a :class:`MemoryBudget` shared with other sessions (a process-wide cap on
+            the unread data they hold), on top of ``config.max_session_memory``.
     """
 
     def __init__(
@@ -82,6 +111,7 @@ class Session(asyncio.BufferedProtocol):
         client: bool,
         config: Config | None = None,
         handler: StreamHandler | None = None,
+        budget: MemoryBudget | None = None,
         _codec: Any = None,
     ) -> None:
         try:
@@ -103,7 +133,27 @@ class Session(asyncio.BufferedProtocol):
         self._streams: dict[int, Stream] = {}
         self._local_count = 0
         self._remote_count = 0
-        self._granted = 0  # sum of the OPEN windows of open peer-opened streams
+        # Memory held for the peer (see mio.budget): unread inbound bytes, and data queued
+        # in streams (all of them; those the peer opened, separately: responses).
+        self._held_in = 0
+        self._queued = 0
+        self._queued_peer = 0
+        self._mem_limit = config.max_session_memory
+        self._resume_mark = (config.max_session_memory * 3) >> 2
+        self._budget = budget
+        self._charged = 0  # part of _held_in charged to the budget
+        self._read_paused = 0  # _PAUSED_* bits
+        self._answers = 0  # RST answers queued since the transport paused
+        self._blocked: deque[Stream] = deque()  # streams holding data for a paused transport
+        self._drainers: set[Stream] = set()  # streams whose drain() waits for the transport
+        self._send_resets = config.send_resets
+        self.resets_sent = 0
+        self.resets_received = 0
+        self.streams_refused = 0
+        self.streams_shed = 0
+        self.read_pauses = 0
+        if budget is not None:
+            budget._attach(self)
         self._recent_resets: dict[int, None] = {}
         self._accept_queue: deque[Stream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -112,13 +162,10 @@ class Session(asyncio.BufferedProtocol):
         self._handlers_deadline: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._wbuf = bytearray()
-        # Inbound bytes land here (BufferedProtocol); the decoder copies what it keeps.
-        self._rview = memoryview(bytearray(_READ_BUFFER_MIN))
         self._flush_handle: asyncio.Handle | None = None
         self._last_data_sid = 0
         self._last_data_flags = -1
         self._write_paused = False
-        self._writable_waiter: asyncio.Future[None] | None = None
         self._closing = False  # graceful close in progress: no new streams
         self._closed = False  # FIN sent or received, or transport gone
         self._close_error: SessionClosedError | None = None
@@ -163,15 +210,53 @@ class Session(asyncio.BufferedProtocol):
         return self._close_error
 
     @property
-    def stats(self) -> dict[str, int]:
-        """Counters: bytes and frames in each direction, open streams."""
+    def memory(self) -> dict[str, int]:
+        """What this session holds for its peer now, in bytes.
+
+        ``inbound``: received, not yet read by the application; ``queued``: written by the
+        application, held in streams (window exhausted or transport paused); ``output``:
+        in the session's output buffer and the transport's write buffer; ``limit``:
+        ``config.max_session_memory``.
+        """
+        transport = self._transport
+        output = len(self._wbuf)
+        if transport is not None:
+            try:
+                output += transport.get_write_buffer_size()
+            except (AttributeError, NotImplementedError):
+                pass
         return {
+            "inbound": self._held_in,
+            "queued": self._queued,
+            "output": output,
+            "limit": self._mem_limit,
+        }
+
+    @property
+    def is_reading_paused(self) -> bool:
+        """True while the session does not read from its transport (memory backpressure)."""
+        return bool(self._read_paused)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: bytes and frames in each direction, open streams, resets sent and
+        received, refused and shed streams, read pauses, and :attr:`memory` (prefixed
+        ``memory_``)."""
+        stats = {
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "frames_sent": self.frames_sent,
             "frames_received": int(self._decoder.frames),
             "streams": len(self._streams),
+            "resets_sent": self.resets_sent,
+            "resets_received": self.resets_received,
+            "streams_refused": self.streams_refused,
+            "streams_shed": self.streams_shed,
+            "read_pauses": self.read_pauses,
         }
+        for key, value in self.memory.items():
+            stats[f"memory_{key}"] = value
+        return stats
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Information from the underlying transport (``peername``, ``ssl_object`` …)."""
@@ -223,6 +308,7 @@ class Session(asyncio.BufferedProtocol):
             fut = self._accept_waiter
             if fut is None or fut.done():
                 fut = self._accept_waiter = self._loop.create_future()
+            self._reader_waits()
             await asyncio.shield(fut)
         return queue.popleft()
 
@@ -312,11 +398,14 @@ class Session(asyncio.BufferedProtocol):
             self._idle_handle = self._loop.call_later(cfg.idle_timeout, self._idle_tick)
         if self._wbuf:
             self._schedule_flush()
+        if self._read_paused:
+            self._read_paused = 0
+            self._pause_reading(0)
         if self._on_connection_made is not None:
             self._on_connection_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._rview
+        return _read_buffer.view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_received += nbytes
@@ -324,14 +413,14 @@ class Session(asyncio.BufferedProtocol):
             return  # draining the peer's last bytes before closing the transport
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
-        view = self._rview
+        view = _read_buffer.view
         try:
             self._decoder.feed(view[:nbytes] if nbytes < len(view) else view)
         except FrameError as exc:
             self._protocol_error(exc)
             return
-        if nbytes == len(view) and nbytes < _READ_BUFFER_MAX:
-            self._rview = memoryview(bytearray(min(2 * nbytes, _READ_BUFFER_MAX)))
+        if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
+            self._account()
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -343,6 +432,9 @@ class Session(asyncio.BufferedProtocol):
             self._decoder.feed(data)
         except FrameError as exc:
             self._protocol_error(exc)
+            return
+        if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
+            self._account()
 
     def eof_received(self) -> bool:
         self._eof_seen = True
@@ -359,7 +451,6 @@ class Session(asyncio.BufferedProtocol):
             reason = f"connection lost: {exc!r}" if exc else "connection closed by the peer"
             self._shutdown(SessionClosedError(reason), abort=False)
         self._transport = None
-        self._rview = memoryview(b"")  # the read buffer is not needed any more
         for handle in (self._linger_handle, self._abort_handle):
             if handle is not None:
                 handle.cancel()
@@ -368,7 +459,7 @@ class Session(asyncio.BufferedProtocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._write_paused = False  # no transport, nothing to wait for: drain() must not hang
-        self._wake_writable()
+        self._wake_drainers()
         if not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 
@@ -377,7 +468,141 @@ class Session(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._wake_writable()
+        self._answers = 0
+        self._resume_reading(_PAUSED_ANSWERS)
+        # Streams that held data back while the transport was paused, round-robin by
+        # quantum, until the transport is full again.
+        blocked = self._blocked
+        while blocked and not self._write_paused:
+            stream = blocked.popleft()
+            stream._blocked = False
+            stream._pump(_PUMP_QUANTUM)
+        if not self._write_paused:
+            self._wake_drainers()
+            if self._read_paused & _PAUSED_MEMORY:
+                self._account()
+
+    # ------------------------------------------------------------------ memory account
+    def _account(self) -> None:
+        """After a transport read (or a change of what is held): charge the shared budget
+        and pause reading while over a limit; never leave a waiting reader stuck."""
+        held = self._held_in
+        budget = self._budget
+        if budget is not None:
+            delta = held - self._charged
+            if delta:
+                self._charged = held
+                budget._adjust(delta)
+            if budget._over and not self._read_paused & _PAUSED_BUDGET:
+                budget._pause(self)
+                self._pause_reading(_PAUSED_BUDGET)
+        # Responses queued for a peer that does not read its own input count too: reading
+        # more from it only makes the application produce more of them.
+        if self._write_paused:
+            held += self._queued_peer
+        if held >= self._mem_limit:
+            self._pause_reading(_PAUSED_MEMORY)
+        elif held <= self._resume_mark:
+            self._resume_reading(_PAUSED_MEMORY)
+        if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET) and self._input_wanted():
+            self._relieve()
+
+    def _release(self, n: int) -> None:
+        """``n`` unread inbound bytes left the account (read, discarded or dropped)."""
+        self._held_in -= n
+        budget = self._budget
+        if budget is not None:
+            self._charged -= n
+            budget._adjust(-n)
+        if self._read_paused & _PAUSED_MEMORY:
+            held = self._held_in + (self._queued_peer if self._write_paused else 0)
+            if held <= self._resume_mark:
+                self._resume_reading(_PAUSED_MEMORY)
+
+    def _budget_resumed(self) -> None:
+        self._resume_reading(_PAUSED_BUDGET)
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._read_paused:
+            self.read_pauses += 1
+            transport = self._transport
+            if transport is not None and not self._closed:
+                try:
+                    transport.pause_reading()
+                except (AttributeError, NotImplementedError, RuntimeError):
+                    pass
+        self._read_paused |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if not self._read_paused & reason:
+            return
+        self._read_paused &= ~reason
+        transport = self._transport
+        if not self._read_paused and transport is not None and not self._closed:
+            try:
+                transport.resume_reading()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
+    def _input_wanted(self) -> bool:
+        """True when the application waits for input (a reader, or accept_stream)."""
+        fut = self._accept_waiter
+        if fut is not None and not fut.done():
+            return True
+        for stream in self._streams.values():
+            w = stream._waiter
+            if w is not None and not w.done():
+                return True
+        return False
+
+    def _largest_unread(self) -> Stream | None:
+        """The stream holding the most unread bytes that no reader is waiting on."""
+        best = None
+        most = 0
+        for stream in self._streams.values():
+            size = stream._size
+            if size > most:
+                w = stream._waiter
+                if w is None or w.done():
+                    best, most = stream, size
+        return best
+
+    def _reader_waits(self) -> None:
+        if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET):
+            self._relieve()
+
+    def _relieve(self) -> None:
+        """Reading is paused over memory while the application waits for input: without
+        new bytes it may never make progress, so make room by resetting the unread streams
+        that hold the most (``RESOURCE_LIMIT``). Memory that waiting readers asked for
+        (``readexactly``/``readuntil``) is never shed: then reading resumes instead."""
+        while self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET) and not self._closed:
+            if self._read_paused & _PAUSED_MEMORY:
+                victim = self._largest_unread()
+                if victim is None:
+                    self._resume_reading(_PAUSED_MEMORY)
+                    continue
+                self._shed_stream(victim)
+            else:
+                budget = self._budget
+                if budget is None or not budget._shed():
+                    self._resume_reading(_PAUSED_BUDGET)
+
+    def _shed_stream(self, stream: Stream) -> None:
+        self.streams_shed += 1
+        held = self._held_in
+        reason = (
+            f"memory limit: {stream._size} bytes unread on this stream while the session "
+            f"held {held} (max_session_memory {self._mem_limit}) and a reader waited"
+        )
+        log.warning("%s: resetting stream %d (%s)", self._peer_label(), stream._id, reason)
+        self._stream_protocol_error(stream, reason, ErrorCode.RESOURCE_LIMIT)
+
+    def _peer_label(self) -> str:
+        peer = self.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"session with {peer[0]}:{peer[1]}"
+        return f"session with {peer}" if peer else "session"
 
     # ------------------------------------------------------------------ inbound frames
     def _on_data(self, sid: int, data: bytes, end: bool) -> None:
@@ -387,7 +612,7 @@ class Session(asyncio.BufferedProtocol):
         elif sid not in self._recent_resets:
             # Unknown stream: RST CLOSED once; the payload was already skipped by the decoder.
             log.debug("DATA for unknown stream %d: answering RST CLOSED", sid)
-            self._send_rst(sid, ErrorCode.CLOSED)
+            self._answer_rst(sid, ErrorCode.CLOSED)
 
     def _on_frame(self, kind: int, sid: int, value: int) -> None:
         if kind == _KIND_WINDOW_UPDATE:
@@ -401,6 +626,7 @@ class Session(asyncio.BufferedProtocol):
         elif kind == _KIND_OPEN:
             self._on_open(sid, value)
         elif kind == _KIND_RST:
+            self.resets_received += 1
             stream = self._streams.get(sid)
             if stream is not None:
                 stream._on_reset(value)
@@ -423,23 +649,24 @@ class Session(asyncio.BufferedProtocol):
             reason = "OPEN with a zero window"
         elif window > cfg.max_open_window:
             reason = f"OPEN window {window} above max_open_window {cfg.max_open_window}"
-        elif self._granted + window > cfg.max_session_window:
-            reason = f"session window budget {cfg.max_session_window} reached"
         elif self._remote_count >= cfg.max_streams:
             reason = f"stream limit {cfg.max_streams} reached"
         elif self._handler is None and len(self._accept_queue) >= cfg.accept_backlog:
             reason = f"accept backlog {cfg.accept_backlog} full"
         if reason is not None:
             log.debug("refusing stream %d: %s", sid, reason)
-            self._send_rst(sid, ErrorCode.REFUSED)
+            self.streams_refused += 1
+            self._answer_rst(sid, ErrorCode.REFUSED)
             return
         self._recent_resets.pop(sid, None)
         stream = Stream(self, sid, window, cfg.max_window)
         self._streams[sid] = stream
         self._remote_count += 1
-        self._granted += window
         handler = self._handler
         if handler is not None:
+            # The stream counts against max_streams until its handler is done too, so a
+            # peer that opens and resets in a loop cannot pile up handler tasks.
+            stream._handled = True
             self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
         else:
             self._accept_queue.append(stream)
@@ -464,7 +691,7 @@ class Session(asyncio.BufferedProtocol):
         log.debug("stream %d: %s: answering RST %s", stream._id, reason, _code_name(code))
         error = StreamResetError(stream._id, code, remote=False, reason=reason)
         stream._fail(error, error)
-        self._send_rst(stream._id, code)
+        self._answer_rst(stream._id, code)
         self._finish(stream)
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
@@ -472,18 +699,29 @@ class Session(asyncio.BufferedProtocol):
             await handler(stream)
         except asyncio.CancelledError:
             if not self._closed:
-                stream.reset(ErrorCode.INTERNAL_ERROR)
+                self._abandon(stream, ErrorCode.INTERNAL_ERROR)
             raise
         except MioError as exc:  # the stream or session died under the handler: not a bug
             log.debug("stream handler on stream %d ended by %s", stream._id, repr(exc))
-            stream.reset(ErrorCode.INTERNAL_ERROR)
+            self._abandon(stream, ErrorCode.INTERNAL_ERROR)
         except Exception:
             log.exception("stream handler failed on stream %d", stream._id)
-            stream.reset(ErrorCode.INTERNAL_ERROR)
+            self._abandon(stream, ErrorCode.INTERNAL_ERROR)
         else:
             stream.close()
         finally:
+            stream._handled = False
+            if stream._finished:
+                self._remote_count -= 1
             self._handler_done(asyncio.current_task())  # type: ignore[arg-type]
+
+    def _abandon(self, stream: Stream, code: int) -> None:
+        """End a stream whose handler failed: RST ``code``, or with ``send_resets=False`` a
+        half-close (the peer reads what was written, then EOF)."""
+        if self._send_resets:
+            stream.reset(code)
+        else:
+            stream.close()
 
     # ------------------------------------------------------------------ stream table
     def _finish(self, stream: Stream) -> None:
@@ -497,9 +735,8 @@ class Session(asyncio.BufferedProtocol):
                 fut = self._open_waiter
                 if fut is not None and not fut.done():
                     fut.set_result(None)
-            else:
+            elif not stream._handled:
                 self._remote_count -= 1
-                self._granted -= stream._open_window
         stream._on_finished()
         if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
@@ -523,6 +760,12 @@ class Session(asyncio.BufferedProtocol):
         """
         self._closed = True
         self._close_error = error
+        budget = self._budget
+        if budget is not None:
+            self._budget = None
+            budget._detach(self, self._charged)
+            self._charged = 0
+        self._blocked.clear()
         for stream in list(self._streams.values()):
             stream._on_session_closed(error)
             self._finish(stream)
@@ -648,11 +891,26 @@ class Session(asyncio.BufferedProtocol):
     def _send_rst(self, sid: int, code: int) -> None:
         if self._closed:
             return
+        self._forget(sid)
+        self.resets_sent += 1
+        self._send_frame(sid, code, _KIND_RST)
+
+    def _forget(self, sid: int) -> None:
+        """Late frames for ``sid`` are dropped without an answer (no RST ping-pong)."""
         recent = self._recent_resets
         recent[sid] = None
         if len(recent) > _RECENT_RESETS:
             del recent[next(iter(recent))]
-        self._send_frame(sid, code, _KIND_RST)
+
+    def _answer_rst(self, sid: int, code: int) -> None:
+        """An RST the peer's frames made necessary. While the transport is paused (the
+        peer does not read), answers are bounded: past ``_ANSWER_LIMIT`` bytes the session
+        stops reading until the transport drains."""
+        self._send_rst(sid, code)
+        if self._write_paused:
+            self._answers += 8
+            if self._answers > _ANSWER_LIMIT:
+                self._pause_reading(_PAUSED_ANSWERS)
 
     def _schedule_flush(self) -> None:
         if self._transport is not None:
@@ -677,18 +935,12 @@ class Session(asyncio.BufferedProtocol):
             self.bytes_sent += len(buf) + len(payload)
             transport.writelines((buf, payload))
 
-    def _wake_writable(self) -> None:
-        fut = self._writable_waiter
-        if fut is not None:
-            self._writable_waiter = None
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _wait_writable(self) -> None:
-        fut = self._writable_waiter
-        if fut is None or fut.done():
-            fut = self._writable_waiter = self._loop.create_future()
-        await asyncio.shield(fut)
+    def _wake_drainers(self) -> None:
+        drainers = self._drainers
+        if drainers:
+            self._drainers = set()
+            for stream in drainers:
+                stream._wake_drain()
 
     # ------------------------------------------------------------------ liveness
     def _keepalive_tick(self) -> None:

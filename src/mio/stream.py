@@ -45,6 +45,7 @@ class Stream(ReadSide):
 
     __slots__ = (
         "__weakref__",
+        "_blocked",
         "_chunks",
         "_closing",
         "_drain_waiter",
@@ -53,6 +54,7 @@ class Stream(ReadSide):
         "_error",
         "_finished",
         "_finished_waiter",
+        "_handled",
         "_id",
         "_linger",
         "_local_ended",
@@ -94,6 +96,8 @@ class Stream(ReadSide):
         self._linger: asyncio.TimerHandle | None = None
         self._outbound = False  # opened by this side
         self._open_window = window  # the window of the OPEN frame
+        self._blocked = False  # in the session's queue of streams waiting for the transport
+        self._handled = False  # a session handler task runs for this stream
 
     # ------------------------------------------------------------------ properties
     @property
@@ -154,6 +158,8 @@ class Stream(ReadSide):
             # The peer cannot send what this reader waits for until the consumed bytes
             # still held back by batching are announced: announce them now.
             self._session._send_window_update(self._id, recv.flush())
+        if self._session._read_paused:
+            self._session._reader_waits()
 
     def _coalesce(self) -> bytes:
         chunks = self._chunks
@@ -193,6 +199,7 @@ class Stream(ReadSide):
             chunks[0] = view[n:]
         taken = len(data)
         self._size -= taken
+        self._session._release(taken)
         inc = self._recv.consume(taken)
         if inc and not self._eof:
             self._session._send_window_update(self._id, inc)
@@ -218,6 +225,12 @@ class Stream(ReadSide):
         if self._pending:
             self._queue(data, 0)
             return
+        if self._session._write_paused:
+            # The transport is full: hold the data here (counted by the session) instead
+            # of piling every stream's write into the transport's buffer.
+            self._queue(data, 0)
+            self._block()
+            return
         take = self._send.reserve(n)
         if take == n:
             self._session._send_data(self._id, data)
@@ -237,7 +250,24 @@ class Stream(ReadSide):
         else:
             rest = bytes(data[start:])  # snapshot of a mutable buffer
         self._pending.append(rest)
-        self._pending_size += len(rest)
+        n = len(rest)
+        self._pending_size += n
+        session = self._session
+        session._queued += n
+        if not self._outbound:
+            session._queued_peer += n
+
+    def _unqueue(self, n: int) -> None:
+        self._pending_size -= n
+        session = self._session
+        session._queued -= n
+        if not self._outbound:
+            session._queued_peer -= n
+
+    def _block(self) -> None:
+        if not self._blocked:
+            self._blocked = True
+            self._session._blocked.append(self)
 
     def write_eof(self) -> None:
         """Half-close: end this side's direction after the data already written (DATA+HFR).
@@ -270,16 +300,16 @@ class Stream(ReadSide):
             if self._write_error is not None:
                 raise self._write_error
             if self._pending_size:
-                fut = self._drain_waiter
-                if fut is None or fut.done():
-                    fut = self._drain_waiter = self._loop.create_future()
-                # shielded: a cancelled drain() must not cancel other drainers' future
-                await asyncio.shield(fut)
-                continue
-            if self._session._write_paused:
-                await self._session._wait_writable()
-                continue
-            return
+                pass  # woken by _pump (window update, transport resumed) or _fail
+            elif self._session._write_paused:
+                self._session._drainers.add(self)  # woken by resume_writing or _fail
+            else:
+                return
+            fut = self._drain_waiter
+            if fut is None or fut.done():
+                fut = self._drain_waiter = self._loop.create_future()
+            # shielded: a cancelled drain() must not cancel other drainers' future
+            await asyncio.shield(fut)
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """``write(data)`` then ``drain()``."""
@@ -298,25 +328,34 @@ class Stream(ReadSide):
         if self._pending:
             self._pump()
 
-    def _pump(self) -> None:
+    def _pump(self, quantum: int = -1) -> None:
+        """Send what the window allows (at most ``quantum`` bytes if given) while the
+        transport takes more; a stream stopped by a paused transport queues itself."""
         pending = self._pending
         send = self._send
         session = self._session
         while pending:
+            if session._write_paused or not quantum:
+                self._block()
+                return
             avail = send.available
             if not avail:
                 return
             head = pending[0]
             size = len(head)
+            if 0 < quantum < size:
+                size = quantum
             take = send.reserve(size)
-            if take == size:
+            if take == len(head):
                 pending.popleft()
                 session._send_data(self._id, head)
             else:
                 view = memoryview(head)
                 session._send_data(self._id, view[:take])
                 pending[0] = view[take:]
-            self._pending_size -= take
+            self._unqueue(take)
+            if quantum > 0:
+                quantum -= take
         if self._eof_queued and not self._local_ended:
             self._end_local()
         self._wake_drain()
@@ -337,6 +376,7 @@ class Stream(ReadSide):
             size = self._size
             self._chunks.clear()
             self._size = 0
+            self._session._release(size)
             inc = self._recv.consume(size)
             if inc and not self._eof:
                 self._session._send_window_update(self._id, inc)
@@ -369,9 +409,13 @@ class Stream(ReadSide):
     def _linger_expired(self) -> None:
         self._linger = None
         if not self._finished:
-            self._session._send_rst(self._id, ErrorCode.NO_ERROR)
+            session = self._session
+            if session._send_resets:
+                session._send_rst(self._id, ErrorCode.NO_ERROR)
+            else:
+                session._forget(self._id)  # later DATA is dropped unanswered
             self._on_remote_end(None)
-            self._session._finish(self)
+            session._finish(self)
 
     async def __aenter__(self) -> Stream:
         return self
@@ -402,7 +446,9 @@ class Stream(ReadSide):
             except FlowControlError as exc:
                 self._session._stream_protocol_error(self, str(exc), ErrorCode.FLOW_CONTROL_ERROR)
                 return
+            self._session._held_in += n
             if self._closing:
+                self._session._held_in -= n  # discarded at once: never held
                 inc = self._recv.consume(n)
                 if inc and not end:
                     self._session._send_window_update(self._id, inc)
@@ -450,6 +496,8 @@ class Stream(ReadSide):
     def _fail(self, read_error: BaseException | None, write_error: BaseException) -> None:
         """End both directions locally; ``read_error`` (if any) drops buffered data."""
         if read_error is not None:
+            if self._size:
+                self._session._release(self._size)
             self._chunks.clear()
             self._size = 0
             self._eof = True
@@ -460,10 +508,7 @@ class Stream(ReadSide):
         self._eof_queued = True
         if self._write_error is None:
             self._write_error = write_error
-        self._pending.clear()
-        self._pending_size = 0
-        self._wake()
-        self._wake_drain()
+        self._drop_pending()
 
     def _on_session_closed(self, error: SessionClosedError) -> None:
         """The session ended (FIN, local close or transport loss).
@@ -479,8 +524,13 @@ class Stream(ReadSide):
         self._eof_queued = True
         if self._write_error is None:
             self._write_error = error
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Writes can never be sent any more: drop them and wake every waiter."""
+        if self._pending_size:
+            self._unqueue(self._pending_size)
         self._pending.clear()
-        self._pending_size = 0
         self._wake()
         self._wake_drain()
 

@@ -70,3 +70,6 @@ class ErrorCode(enum.IntEnum):
     #: mio extension: the peer broke the framing rules. A reference peer ignores
     #: codes it does not know, so sending it is harmless.
     PROTOCOL_ERROR = 7
+    #: mio extension: the stream was reset because the receiver's memory account was full
+    #: while nobody read this stream (docs/PROTOCOL.md, "Memory").
+    RESOURCE_LIMIT = 8
