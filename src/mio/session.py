@@ -398,9 +398,6 @@ class Session(asyncio.BufferedProtocol):
             self._idle_handle = self._loop.call_later(cfg.idle_timeout, self._idle_tick)
         if self._wbuf:
             self._schedule_flush()
-        if self._read_paused:
-            self._read_paused = 0
-            self._pause_reading(0)
         if self._on_connection_made is not None:
             self._on_connection_made(self)
 
@@ -959,7 +956,10 @@ class Session(asyncio.BufferedProtocol):
         timeout = self._config.idle_timeout
         if self._closed or timeout is None:
             return
-        silent = self._loop.time() - self._last_recv
+        now = self._loop.time()
+        if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET):
+            self._last_recv = now  # we stopped reading, the peer is not silent
+        silent = now - self._last_recv
         if silent >= timeout:
             log.warning("no data from the peer for %.1f s: closing the session", silent)
             self._shutdown(
