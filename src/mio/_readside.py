@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-__all__ = ("ReadSide",)
+__all__ = ("LINE_LIMIT", "ReadSide")
 
 _READ_CHUNK = 64 * 1024
+#: Default ``limit`` of :meth:`ReadSide.readuntil`/``readline`` (asyncio's default too).
+LINE_LIMIT = 64 * 1024
 
 
 class ReadSide:
@@ -44,8 +45,10 @@ class ReadSide:
         """Remove and return up to ``n`` buffered bytes (at least one is buffered)."""
         raise NotImplementedError
 
-    def _coalesce(self) -> Any:
-        """The whole buffer as one bytes-like object (for separator searches)."""
+    def _find(self, separator: bytes, start: int) -> int:
+        """Index of ``separator`` in the buffer at or after ``start``, or -1. Called with a
+        growing ``start`` while a line arrives: it must cost time in the bytes after
+        ``start`` only (amortized), so that a long line is read in linear time."""
         raise NotImplementedError
 
     def _read_limit(self) -> int:
@@ -116,41 +119,68 @@ class ReadSide:
             await self._wait(n - self._size)
         return self._take(n) if n else b""
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        """Read up to and including ``separator``.
+    async def readuntil(self, separator: bytes = b"\n", *, limit: int = LINE_LIMIT) -> bytes:
+        """Read up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
+
+        Each wake-up scans only the bytes that arrived since the last one, so a long line
+        costs linear time.
+
+        Args:
+            separator: the bytes to look for (not empty).
+            limit: the longest piece (separator included) accepted, 64 KiB by default like
+                asyncio's; never more than the stream's receive window can hold.
 
         Raises:
-            asyncio.IncompleteReadError: end of stream before the separator.
-            asyncio.LimitOverrunError: a whole receive window arrived without a separator.
+            asyncio.IncompleteReadError: end of stream before the separator (``partial``
+                holds what was read).
+            asyncio.LimitOverrunError: more than ``limit`` bytes without a separator, or a
+                separator found past ``limit``; the data stays buffered (``consumed`` tells
+                how much of it was scanned).
         """
         seplen = len(separator)
         if seplen == 0:
             raise ValueError("separator should be at least one-byte string")
         offset = 0
         while True:
-            if self._size:
-                buf = self._coalesce()
-                i = buf.find(separator, offset)
+            size = self._size
+            if size:
+                i = self._find(separator, offset)
                 if i >= 0:
+                    if i > limit:
+                        raise asyncio.LimitOverrunError(
+                            "Separator is found, but chunk is longer than limit", i
+                        )
                     return self._take(i + seplen)
-                offset = max(0, len(buf) - seplen + 1)
-                if self._size >= self._read_limit() and not self._eof:
+                offset = max(0, size - seplen + 1)
+                if size > limit:
+                    raise asyncio.LimitOverrunError(
+                        "Separator is not found, and chunk exceed the limit", offset
+                    )
+                if size >= self._read_limit() and not self._eof:
                     raise asyncio.LimitOverrunError(
                         "separator not found within the stream's receive window", offset
                     )
             if self._eof:
-                if self._error is not None and not self._size:
+                if self._error is not None and not size:
                     raise self._error
-                partial = self._take(self._size) if self._size else b""
+                partial = self._take(size) if size else b""
                 raise asyncio.IncompleteReadError(partial, None)
             await self._wait()
 
-    async def readline(self) -> bytes:
-        """Read one line (ending in ``\\n``); at end of stream, the partial line or ``b""``."""
+    async def readline(self, *, limit: int = LINE_LIMIT) -> bytes:
+        """Read one line (ending in ``\n``); at end of stream, the partial line or ``b""``.
+
+        Like ``asyncio.StreamReader.readline``: a line longer than ``limit`` raises
+        ``ValueError`` after discarding it (up to its newline, or the whole buffer).
+        """
         try:
-            return await self.readuntil(b"\n")
+            return await self.readuntil(b"\n", limit=limit)
         except asyncio.IncompleteReadError as exc:
             return exc.partial
+        except asyncio.LimitOverrunError as exc:
+            i = self._find(b"\n", exc.consumed) if self._size else -1
+            self._take(i + 1 if i >= 0 else self._size)
+            raise ValueError(exc.args[0]) from None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iter_chunks()

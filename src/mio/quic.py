@@ -218,8 +218,8 @@ class QuicStream(ReadSide):
     def _size(self) -> int:
         return len(self._buf)
 
-    def _coalesce(self) -> bytearray:
-        return self._buf
+    def _find(self, separator: bytes, start: int) -> int:
+        return self._buf.find(separator, start)
 
     def _read_limit(self) -> int:
         return self._window

@@ -45,6 +45,9 @@ _RECENT_RESETS = 4096
 #: RST answers (bytes) queued while the transport is paused before the session stops
 #: reading from a peer that does not read its own input.
 _ANSWER_LIMIT = 64 * 1024
+#: Seconds a paused session lets a waiting application make progress (read anything)
+#: before it sheds a stream: a handler task just scheduled gets to run first.
+_RELIEVE_DELAY = 0.2
 #: Quantum a blocked stream may send per turn when the transport resumes (round-robin).
 _PUMP_QUANTUM = 64 * 1024
 
@@ -142,6 +145,9 @@ class Session(asyncio.BufferedProtocol):
         self._resume_mark = (config.max_session_memory * 3) >> 2
         self._budget = budget
         self._charged = 0  # part of _held_in charged to the budget
+        self._released = 0  # inbound bytes released so far (progress of the application)
+        self._relieve_handle: asyncio.TimerHandle | None = None
+        self._relieve_mark = 0
         self._read_paused = 0  # _PAUSED_* bits
         self._answers = 0  # RST answers queued since the transport paused
         self._blocked: deque[Stream] = deque()  # streams holding data for a paused transport
@@ -502,11 +508,12 @@ class Session(asyncio.BufferedProtocol):
         elif held <= self._resume_mark:
             self._resume_reading(_PAUSED_MEMORY)
         if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET) and self._input_wanted():
-            self._relieve()
+            self._reader_waits()
 
     def _release(self, n: int) -> None:
         """``n`` unread inbound bytes left the account (read, discarded or dropped)."""
         self._held_in -= n
+        self._released += n
         budget = self._budget
         if budget is not None:
             self._charged -= n
@@ -565,8 +572,22 @@ class Session(asyncio.BufferedProtocol):
         return best
 
     def _reader_waits(self) -> None:
-        if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET):
-            self._relieve()
+        """The application waits for input: if reading stays paused over memory while it
+        makes no progress for ``_RELIEVE_DELAY``, :meth:`_relieve`."""
+        if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET) and self._relieve_handle is None:
+            self._relieve_mark = self._released
+            self._relieve_handle = self._loop.call_later(_RELIEVE_DELAY, self._relieve_tick)
+
+    def _relieve_tick(self) -> None:
+        self._relieve_handle = None
+        if self._closed or not self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET):
+            return
+        if not self._input_wanted():
+            return
+        if self._released != self._relieve_mark:  # the application is reading: wait on
+            self._reader_waits()
+            return
+        self._relieve()
 
     def _relieve(self) -> None:
         """Reading is paused over memory while the application waits for input: without
@@ -769,10 +790,10 @@ class Session(asyncio.BufferedProtocol):
         self._wake_accept()
         if self._open_waiter is not None and not self._open_waiter.done():
             self._open_waiter.set_result(None)
-        for handle in (self._keepalive_handle, self._idle_handle):
+        for handle in (self._keepalive_handle, self._idle_handle, self._relieve_handle):
             if handle is not None:
                 handle.cancel()
-        self._keepalive_handle = self._idle_handle = None
+        self._keepalive_handle = self._idle_handle = self._relieve_handle = None
         if local:
             self._cancel_handlers()
         elif self._handler_tasks:

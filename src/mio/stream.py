@@ -55,6 +55,7 @@ class Stream(ReadSide):
         "_finished",
         "_finished_waiter",
         "_handled",
+        "_head",
         "_id",
         "_linger",
         "_local_ended",
@@ -79,7 +80,11 @@ class Stream(ReadSide):
         self._loop = session._loop
         self._recv = session._codec.window.RecvWindow(window, max(window, max_window))
         self._send = session._codec.window.SendWindow(window)
-        self._chunks: collections.deque[bytes | bytearray | memoryview] = collections.deque()
+        # Received payloads, oldest first; the first ``_head`` bytes of ``_chunks[0]`` were
+        # already read (an offset instead of a slice: no copy, and no exported view that
+        # would pin a bytearray).
+        self._chunks: collections.deque[bytes | bytearray] = collections.deque()
+        self._head = 0
         self._size = 0
         self._eof = False  # the peer's direction has ended (no more data will come)
         self._error: BaseException | None = None  # raised by reads once the buffer is drained
@@ -161,42 +166,68 @@ class Stream(ReadSide):
         if self._session._read_paused:
             self._session._reader_waits()
 
-    def _coalesce(self) -> bytes:
+    def _find(self, separator: bytes, start: int) -> int:
         chunks = self._chunks
-        if len(chunks) == 1 and type(chunks[0]) is bytes:
-            return chunks[0]
-        buf = b"".join(chunks)
-        chunks.clear()
-        chunks.append(buf)
-        return buf
+        head = self._head
+        first = chunks[0]
+        if len(chunks) > 1:
+            # Gather into one bytearray; once it is the head chunk, later calls append only
+            # what arrived since, so a long line costs linear time overall.
+            if type(first) is bytearray:
+                chunks.popleft()
+            else:
+                first = bytearray(memoryview(first)[head:])
+                chunks.popleft()
+                head = self._head = 0
+            for part in chunks:
+                first += part
+            chunks.clear()
+            chunks.append(first)
+        i = first.find(separator, head + start)
+        return i - head if i >= 0 else -1
 
     def _take(self, n: int) -> bytes:
         chunks = self._chunks
         first = chunks[0]
-        size = len(first)
-        if size <= n:
+        head = self._head
+        avail = len(first) - head
+        if n < avail:
+            end = head + n
+            if type(first) is bytes:
+                data = first[head:end]
+                self._head = end
+            else:
+                with memoryview(first) as view:
+                    data = view[head:end].tobytes()
+                if end > 65536 and end > avail:  # compact a mostly-read bytearray
+                    del first[:end]
+                    end = 0
+                self._head = end
+        elif not head and n == avail and type(first) is bytes:
             chunks.popleft()
-            data = first if type(first) is bytes else bytes(first)
-            if size < n and chunks:
-                parts = [data]
-                got = size
-                while chunks and got < n:
-                    part = chunks[0]
-                    plen = len(part)
-                    if got + plen <= n:
-                        chunks.popleft()
-                        parts.append(part)  # type: ignore[arg-type]
-                        got += plen
-                    else:
-                        view = memoryview(part)
-                        parts.append(view[: n - got])  # type: ignore[arg-type]
-                        chunks[0] = view[n - got :]
-                        got = n
-                data = b"".join(parts)
+            data = first  # a whole payload: no copy
         else:
-            view = memoryview(first)
-            data = bytes(view[:n])
-            chunks[0] = view[n:]
+            parts: list[bytes] = []
+            got = 0
+            while chunks and got < n:
+                part = chunks[0]
+                plen = len(part) - head
+                if got + plen <= n:
+                    chunks.popleft()
+                    if head or type(part) is not bytes:
+                        with memoryview(part) as view:
+                            parts.append(view[head:].tobytes())
+                    else:
+                        parts.append(part)
+                    got += plen
+                    head = 0
+                else:
+                    with memoryview(part) as view:
+                        parts.append(view[head : head + n - got].tobytes())
+                    head += n - got
+                    got = n
+            self._head = head
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
         taken = len(data)
         self._size -= taken
         self._session._release(taken)
@@ -375,6 +406,7 @@ class Stream(ReadSide):
         if self._size:
             size = self._size
             self._chunks.clear()
+            self._head = 0
             self._size = 0
             self._session._release(size)
             inc = self._recv.consume(size)
@@ -499,6 +531,7 @@ class Stream(ReadSide):
             if self._size:
                 self._session._release(self._size)
             self._chunks.clear()
+            self._head = 0
             self._size = 0
             self._eof = True
             self._error = read_error
