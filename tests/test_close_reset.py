@@ -83,7 +83,10 @@ ABORT_CODES = [c for c in ErrorCode if c != ErrorCode.NO_ERROR]
 
 @pytest.mark.parametrize("code", ABORT_CODES, ids=[c.name for c in ABORT_CODES])
 async def test_reset_code_reaches_the_peer(code: ErrorCode) -> None:
-    expected = mio.StreamRefusedError if code == ErrorCode.REFUSED else mio.StreamResetError
+    expected = {
+        ErrorCode.REFUSED: mio.StreamRefusedError,
+        ErrorCode.CANCEL: mio.StreamCancelledError,
+    }.get(code, mio.StreamResetError)
     async with mio_pair(None) as (client, server):
         stream = await client.open_stream()
         stream.write(b"before")
@@ -138,7 +141,10 @@ async def test_rst_no_error_wakes_a_blocked_reader() -> None:
 
 
 async def test_close_never_sends_rst_in_the_graceful_path() -> None:
+    """The peer ended its direction first: the handler's return half-closes, no RST."""
+
     async def handler(stream: mio.Stream) -> None:
+        assert await stream.read() == b"request"
         stream.write(b"bye")  # then the handler returns: Stream.close()
 
     accepted = Accepted()
@@ -146,10 +152,9 @@ async def test_close_never_sends_rst_in_the_graceful_path() -> None:
         raw = await RawPeer.connect(server.port)
         session = await accepted.get()
         raw.open(2)
+        raw.data(2, b"request", hfr=True)
         data = await raw.expect([DATA, DATA_HFR], 2)
         assert (data.kind, data.payload) == (DATA_HFR, b"bye")  # HFR on the data frame
-        raw.data(2, b"ignored after close()")
-        raw.data(2, b"", hfr=True)
         await eventually(lambda: session.stream_count == 0)
         session.close()
         await raw.read_to_eof()
@@ -157,9 +162,39 @@ async def test_close_never_sends_rst_in_the_graceful_path() -> None:
         await raw.close()
 
 
-async def test_linger_timeout_ends_a_stream_the_peer_never_finishes() -> None:
+async def test_close_while_the_peer_sends_says_nobody_reads() -> None:
+    """The handler returns while the peer still sends: HFR (after the data), then at once
+    RST NO_ERROR: the peer keeps what it got and learns that nobody reads."""
+
     async def handler(stream: mio.Stream) -> None:
+        await stream.readexactly(5)
         stream.write(b"bye")
+
+    accepted = Accepted()
+    async with await mio.serve(handler, "127.0.0.1", 0, session_handler=accepted) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        raw.open(2)
+        raw.data(2, b"start and more to come")
+        data = await raw.expect([DATA, DATA_HFR], 2)
+        assert (data.kind, data.payload) == (DATA_HFR, b"bye")
+        rst = await raw.expect([RST], 2)
+        assert rst.value == ErrorCode.NO_ERROR
+        await eventually(lambda: session.stream_count == 0)
+        raw.data(2, b"late: dropped, not answered")
+        raw.open(4)
+        raw.data(4, b"hello", hfr=True)
+        await raw.expect([DATA_HFR], 4)
+        assert len(raw.frames(RST)) == 1
+        await raw.close()
+
+
+async def test_linger_timeout_gives_up_on_data_the_peer_never_takes() -> None:
+    """close() with our data held back by the peer's window: after linger_timeout the
+    data is dropped with RST CANCEL (never a clean end that would pass for complete)."""
+
+    async def handler(stream: mio.Stream) -> None:
+        stream.write(b"a reply longer than the peer's window")
 
     accepted = Accepted()
     config = mio.Config(linger_timeout=0.2)
@@ -168,13 +203,13 @@ async def test_linger_timeout_ends_a_stream_the_peer_never_finishes() -> None:
     ) as server:
         raw = await RawPeer.connect(server.port)
         session = await accepted.get()
-        raw.open(2)
-        assert (await raw.expect([DATA_HFR], 2)).payload == b"bye"
-        # The stream lingers for the peer's side, which never comes: after linger_timeout
-        # it is ended with RST NO_ERROR (the only RST of a non-graceful close()).
+        raw.open(2, window=4)
+        raw.data(2, b"", hfr=True)
+        assert (await raw.expect([DATA], 2)).payload == b"a re"
         rst = await raw.expect([RST], 2)
-        assert rst.value == ErrorCode.NO_ERROR
-        assert session.stream_count == 0
+        assert rst.value == ErrorCode.CANCEL
+        assert not raw.frames(DATA_HFR)
+        await eventually(lambda: session.stream_count == 0)
         await raw.close()
 
 

@@ -17,6 +17,7 @@ from .api import (
     session_from_socket,
     session_from_streams,
 )
+from .budget import MemoryBudget
 from .config import Config
 from .errors import (
     FlowControlError,
@@ -24,6 +25,7 @@ from .errors import (
     MioError,
     ProtocolError,
     SessionClosedError,
+    StreamCancelledError,
     StreamClosedError,
     StreamLimitError,
     StreamRefusedError,
@@ -37,6 +39,7 @@ __all__ = (
     "__version__",
     "EXTENSIONS_ACTIVE",
     "Config",
+    "MemoryBudget",
     "Session",
     "Stream",
     "Server",
@@ -56,6 +59,7 @@ __all__ = (
     "FlowControlError",
     "StreamResetError",
     "StreamRefusedError",
+    "StreamCancelledError",
     "StreamClosedError",
     "SessionClosedError",
     "StreamLimitError",

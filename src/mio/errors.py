@@ -17,6 +17,7 @@ __all__ = (
     "StreamResetError",
     "StreamClosedError",
     "StreamRefusedError",
+    "StreamCancelledError",
     "SessionClosedError",
     "StreamLimitError",
 )
@@ -90,8 +91,21 @@ class StreamRefusedError(StreamResetError):
     """The peer refused a stream we opened (RST REFUSED): it is over a limit."""
 
 
+class StreamCancelledError(StreamResetError):
+    """The stream was reset with ``CANCEL``: the other side gave up on it (a cancelled task,
+    a deadline). Not an error of either side; a server handler serving it is cancelled."""
+
+
 class StreamClosedError(MioError, BrokenPipeError):
-    """Writing to a stream whose sending direction is closed."""
+    """Writing to a stream whose sending direction is closed.
+
+    ``code`` is the peer's RST code when the peer closed the stream (``NO_ERROR``: it reads
+    no more), else ``None`` (this side closed it).
+    """
+
+    def __init__(self, message: str = "stream is closed", code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class SessionClosedError(MioError, ConnectionError):

@@ -72,11 +72,21 @@ from .config import Config
 from .errors import (
     MioError,
     SessionClosedError,
+    StreamCancelledError,
     StreamClosedError,
     StreamRefusedError,
     StreamResetError,
 )
 from .wire import ErrorCode
+
+
+def _reset_error_class(code: int) -> type[StreamResetError]:
+    if code == ErrorCode.REFUSED:
+        return StreamRefusedError
+    if code == ErrorCode.CANCEL:
+        return StreamCancelledError
+    return StreamResetError
+
 
 __all__ = (
     "ALPN",
@@ -166,6 +176,7 @@ class QuicStream(ReadSide):
         self._eof_sent = False  # write_eof() called, or the sending direction is dead
         self._write_error: BaseException | None = None
         self._local_done = False  # FIN sent (all data sent once), or our direction reset
+        self._handler_task: asyncio.Task[None] | None = None  # the handler serving it
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = False
         self._finished = False
@@ -327,10 +338,13 @@ class QuicStream(ReadSide):
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
-        """Graceful close: FIN our direction, discard what the peer still sends.
+        """Close: FIN our direction after the data written, discard what the peer sends.
 
-        Finished when the peer ends its direction too; after the session's
-        ``linger_timeout`` this side sends STOP_SENDING ``NO_ERROR`` and stops waiting.
+        As :meth:`mio.Stream.close`: if the peer is still sending it is told at once that
+        nobody reads (STOP_SENDING ``NO_ERROR``: its writes fail with
+        :class:`StreamClosedError`); our data still unsent after ``linger_timeout`` is
+        abandoned (RESET_STREAM ``CANCEL``). :meth:`wait_closed` returns once our side is
+        done.
         """
         if self._closing:
             return
@@ -340,7 +354,15 @@ class QuicStream(ReadSide):
             self._consumed += len(self._buf)
             self._buf.clear()
             self._credit()
-        if not self._finished and not self._eof:
+        if self._finished:
+            return
+        if not self._eof:
+            qs = self._quic._streams.get(self._id)
+            if qs is not None and not self._session._closed and not qs.receiver.is_finished:
+                self._quic.stop_stream(self._id, ErrorCode.NO_ERROR)
+                self._session._transmit_soon()
+            self._remote_end(None)
+        if not self._finished and not self._local_done:
             timeout = self._session._config.linger_timeout
             self._linger = self._loop.call_later(timeout, self._linger_expired)
 
@@ -349,7 +371,8 @@ class QuicStream(ReadSide):
         return self._closing or self._finished
 
     async def wait_closed(self) -> None:
-        """Wait until the stream is finished (both directions ended, or reset)."""
+        """Wait until the stream is finished (both directions ended, or reset); after
+        :meth:`close`, until our side is done."""
         if self._finished:
             return
         if self._finished_waiter is None:
@@ -385,8 +408,7 @@ class QuicStream(ReadSide):
     def _linger_expired(self) -> None:
         """The peer did not end its direction within ``linger_timeout``: give up on it.
 
-        As MIO's ``RST NO_ERROR``: stop reading (STOP_SENDING ``NO_ERROR``) and, if our own
-        data is still held back by the peer's window, abandon it too (RESET_STREAM).
+        Our own data still held back by the peer is abandoned (RESET_STREAM ``CANCEL``).
         """
         self._linger = None
         if self._finished:
@@ -396,7 +418,7 @@ class QuicStream(ReadSide):
             if not qs.receiver.is_finished:
                 self._quic.stop_stream(self._id, ErrorCode.NO_ERROR)
             if not self._local_done and not qs.sender.is_finished:
-                self._quic.reset_stream(self._id, ErrorCode.NO_ERROR)
+                self._quic.reset_stream(self._id, ErrorCode.CANCEL)
             self._session._transmit_soon()
         self._local_done = True
         self._remote_end(None)
@@ -411,7 +433,8 @@ class QuicStream(ReadSide):
         tb: TracebackType | None,
     ) -> None:
         if exc is not None and not isinstance(exc, MioError):
-            self.reset(ErrorCode.INTERNAL_ERROR)
+            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
+            self.reset(ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR)
             return
         self.close()
         if exc is None:
@@ -456,8 +479,7 @@ class QuicStream(ReadSide):
         if code == ErrorCode.NO_ERROR:
             self._remote_end(None)  # what arrived stays readable, then end of stream
             return
-        cls = StreamRefusedError if code == ErrorCode.REFUSED else StreamResetError
-        error = cls(self._id, code, remote=True)
+        error = _reset_error_class(code)(self._id, code, remote=True)
         self._fail_read(error)
         # A MIO reset aborts both directions: stop ours too (a mio.quic peer has sent
         # STOP_SENDING along with RESET_STREAM anyway).
@@ -470,10 +492,12 @@ class QuicStream(ReadSide):
         """STOP_SENDING from the peer (aioquic has already reset our sending side)."""
         error: BaseException
         if code == ErrorCode.NO_ERROR:
-            error = StreamClosedError(f"stream {self._id} was closed by the peer")
+            message = (
+                f"stream {self._id}: the peer closed it (STOP_SENDING NO_ERROR) and reads no more"
+            )
+            error = StreamClosedError(message, ErrorCode.NO_ERROR)
         else:
-            cls = StreamRefusedError if code == ErrorCode.REFUSED else StreamResetError
-            error = cls(self._id, code, remote=True)
+            error = _reset_error_class(code)(self._id, code, remote=True)
         self._fail_write(error)
         if self._eof:
             self._session._finish(self)
@@ -805,6 +829,9 @@ class QuicSession:
             stream = self._stream_for(event.stream_id)
             if stream is not None:
                 stream._on_reset(event.error_code)
+                task = stream._handler_task
+                if event.error_code == ErrorCode.CANCEL and task is not None:
+                    task.cancel()  # the peer gave up: so does the handler serving it
         elif isinstance(event, _ev.StopSendingReceived):
             stream = self._stream_for(event.stream_id)
             if stream is not None:
@@ -867,11 +894,12 @@ class QuicSession:
                     del retired[old]
 
     async def _run_handler(self, handler: QuicStreamHandler, stream: QuicStream) -> None:
+        stream._handler_task = asyncio.current_task()
         try:
             await handler(stream)
         except asyncio.CancelledError:
             if not self._closed:
-                stream.reset(ErrorCode.INTERNAL_ERROR)
+                stream.reset(ErrorCode.CANCEL)
             raise
         except MioError as exc:  # the stream or session died under the handler: not a bug
             log.debug("stream handler on stream %d ended by %s", stream.id, repr(exc))
@@ -881,6 +909,8 @@ class QuicSession:
             stream.reset(ErrorCode.INTERNAL_ERROR)
         else:
             stream.close()
+        finally:
+            stream._handler_task = None
 
     def _after_io(self) -> None:
         """After aioquic processed datagrams or a timer: wake what ACKs/limits released."""

@@ -155,6 +155,8 @@ class Session(asyncio.BufferedProtocol):
         self._send_resets = config.send_resets
         self.resets_sent = 0
         self.resets_received = 0
+        self._resets_out: dict[int, int] = {}
+        self._resets_in: dict[int, int] = {}
         self.streams_refused = 0
         self.streams_shed = 0
         self.read_pauses = 0
@@ -237,6 +239,21 @@ class Session(asyncio.BufferedProtocol):
             "output": output,
             "limit": self._mem_limit,
         }
+
+    @property
+    def resets_sent_by_code(self) -> dict[int, int]:
+        """RST frames sent, by error code (:class:`ErrorCode` values)."""
+        return dict(self._resets_out)
+
+    @property
+    def resets_received_by_code(self) -> dict[int, int]:
+        """RST frames received, by error code (for known and unknown streams)."""
+        return dict(self._resets_in)
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        """The streams currently open on this session (in the stream table)."""
+        return tuple(self._streams.values())
 
     @property
     def is_reading_paused(self) -> bool:
@@ -645,10 +662,14 @@ class Session(asyncio.BufferedProtocol):
             self._on_open(sid, value)
         elif kind == _KIND_RST:
             self.resets_received += 1
+            self._resets_in[value] = self._resets_in.get(value, 0) + 1
             stream = self._streams.get(sid)
             if stream is not None:
                 stream._on_reset(value)
                 self._finish(stream)
+                task = stream._handler_task
+                if value == ErrorCode.CANCEL and task is not None:
+                    task.cancel()  # the peer gave up: so does the handler serving it
             # never answer an RST with an RST
         elif kind == _KIND_FIN:
             self._on_fin(value)
@@ -713,11 +734,12 @@ class Session(asyncio.BufferedProtocol):
         self._finish(stream)
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+        stream._handler_task = asyncio.current_task()
         try:
             await handler(stream)
         except asyncio.CancelledError:
             if not self._closed:
-                self._abandon(stream, ErrorCode.INTERNAL_ERROR)
+                self._abandon(stream, ErrorCode.CANCEL)
             raise
         except MioError as exc:  # the stream or session died under the handler: not a bug
             log.debug("stream handler on stream %d ended by %s", stream._id, repr(exc))
@@ -729,13 +751,16 @@ class Session(asyncio.BufferedProtocol):
             stream.close()
         finally:
             stream._handled = False
+            stream._handler_task = None
             if stream._finished:
                 self._remote_count -= 1
             self._handler_done(asyncio.current_task())  # type: ignore[arg-type]
 
     def _abandon(self, stream: Stream, code: int) -> None:
-        """End a stream whose handler failed: RST ``code``, or with ``send_resets=False`` a
-        half-close (the peer reads what was written, then EOF)."""
+        """End a stream given up on (a failed or cancelled handler, a cancelled
+        ``async with stream``): RST ``code``, or with ``send_resets=False`` a half-close (the
+        peer reads what was written, then EOF: the least bad outcome for a reference peer,
+        which hangs on any RST)."""
         if self._send_resets:
             stream.reset(code)
         else:
@@ -911,6 +936,7 @@ class Session(asyncio.BufferedProtocol):
             return
         self._forget(sid)
         self.resets_sent += 1
+        self._resets_out[code] = self._resets_out.get(code, 0) + 1
         self._send_frame(sid, code, _KIND_RST)
 
     def _forget(self, sid: int) -> None:

@@ -19,6 +19,7 @@ from .errors import (
     FlowControlError,
     MioError,
     SessionClosedError,
+    StreamCancelledError,
     StreamClosedError,
     StreamRefusedError,
     StreamResetError,
@@ -55,6 +56,7 @@ class Stream(ReadSide):
         "_finished",
         "_finished_waiter",
         "_handled",
+        "_handler_task",
         "_head",
         "_id",
         "_linger",
@@ -102,7 +104,8 @@ class Stream(ReadSide):
         self._outbound = False  # opened by this side
         self._open_window = window  # the window of the OPEN frame
         self._blocked = False  # in the session's queue of streams waiting for the transport
-        self._handled = False  # a session handler task runs for this stream
+        self._handled = False  # a session handler task was made for this stream
+        self._handler_task: asyncio.Task[None] | None = None  # that task, once it runs
 
     # ------------------------------------------------------------------ properties
     @property
@@ -320,6 +323,8 @@ class Stream(ReadSide):
         self._session._send_eof(self._id)
         if self._eof:
             self._session._finish(self)
+        elif self._closing:
+            self._stop_peer()
 
     async def drain(self) -> None:
         """Wait until written data has been handed to the transport and the transport has room.
@@ -393,16 +398,24 @@ class Stream(ReadSide):
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
-        """Graceful close: half-close our direction and discard what the peer still sends.
+        """Close: we are done with this stream, in both directions. Never blocks.
 
-        Never sends RST. Data written before stays queued and is delivered. The stream is
-        finished when the peer ends its direction too; if it does not within the session's
-        ``linger_timeout``, the stream is ended with RST NO_ERROR.
+        Data written before is still delivered, then our direction ends (DATA+HFR); what
+        the peer sends from now on is discarded. If the peer's direction has ended too, that
+        is the whole, graceful close: no RST. If the peer is still sending, it is told at
+        once that nobody reads: once our data is out, RST ``NO_ERROR`` follows the HFR, so
+        its writes fail with :class:`StreamClosedError` (``code`` 0) while everything we
+        sent stays readable on its side. With ``Config.send_resets=False`` (a reference
+        peer hangs on any RST) the stream goes on discarding until the peer ends, and is
+        forgotten silently after ``linger_timeout``. Our data still unsent after
+        ``linger_timeout`` (the peer does not read it) is dropped with RST ``CANCEL``.
+
+        :meth:`wait_closed` (and leaving ``async with stream``) returns as soon as our
+        side is done: our data handed to the transport, our direction ended.
         """
         if self._closing:
             return
         self._closing = True
-        self.write_eof()
         if self._size:
             size = self._size
             self._chunks.clear()
@@ -412,21 +425,48 @@ class Stream(ReadSide):
             inc = self._recv.consume(size)
             if inc and not self._eof:
                 self._session._send_window_update(self._id, inc)
-        if not self._finished and not self._eof:
-            timeout = self._session._config.linger_timeout
-            self._linger = self._loop.call_later(timeout, self._linger_expired)
+        if self._eof_queued:  # write_eof() came first
+            if self._local_ended and not self._finished and not self._eof:
+                self._stop_peer()
+        else:
+            self.write_eof()
+        if not self._finished and self._linger is None and not self._local_ended:
+            self._arm_linger()
+
+    def _arm_linger(self) -> None:
+        timeout = self._session._config.linger_timeout
+        self._linger = self._loop.call_later(timeout, self._linger_expired)
+
+    def _stop_peer(self) -> None:
+        """Our direction ended after close() while the peer's is still open."""
+        session = self._session
+        if session._send_resets:
+            session._send_rst(self._id, ErrorCode.NO_ERROR)
+            self._eof = True
+            session._finish(self)
+        else:
+            self._resolve_closed()  # our side is done; keep discarding what the peer sends
+            if self._linger is None:
+                self._arm_linger()
 
     def is_closing(self) -> bool:
         """True once :meth:`close` or :meth:`reset` was called, or the stream is finished."""
         return self._closing or self._finished
 
     async def wait_closed(self) -> None:
-        """Wait until the stream is finished (both directions ended, or reset)."""
-        if self._finished:
+        """Wait until the stream is finished, or, after :meth:`close`, until our side is
+        done (our data handed to the transport and our direction ended): it never waits
+        for a peer that keeps sending to a stream we stopped reading."""
+        if self._finished or (self._closing and self._local_ended):
             return
         if self._finished_waiter is None:
             self._finished_waiter = self._loop.create_future()
         await asyncio.shield(self._finished_waiter)
+
+    def _resolve_closed(self) -> None:
+        fut = self._finished_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def reset(self, code: int = ErrorCode.INTERNAL_ERROR) -> None:
         """Abort the stream: send RST with ``code``, drop queued data in both directions."""
@@ -440,14 +480,22 @@ class Stream(ReadSide):
 
     def _linger_expired(self) -> None:
         self._linger = None
-        if not self._finished:
-            session = self._session
-            if session._send_resets:
-                session._send_rst(self._id, ErrorCode.NO_ERROR)
-            else:
-                session._forget(self._id)  # later DATA is dropped unanswered
+        if self._finished:
+            return
+        session = self._session
+        if session._send_resets and not self._local_ended:
+            # The peer did not take our data within linger_timeout: give up on it.
+            error = StreamResetError(
+                self._id, ErrorCode.CANCEL, remote=False, reason="linger_timeout expired"
+            )
+            self._fail(error, error)
+            session._send_rst(self._id, ErrorCode.CANCEL)
+        else:
+            session._forget(self._id)  # later DATA is dropped unanswered
             self._on_remote_end(None)
-            session._finish(self)
+            self._local_ended = True
+            self._drop_pending()
+        session._finish(self)
 
     async def __aenter__(self) -> Stream:
         return self
@@ -459,7 +507,10 @@ class Stream(ReadSide):
         tb: TracebackType | None,
     ) -> None:
         if exc is not None and not isinstance(exc, MioError):
-            self.reset(ErrorCode.INTERNAL_ERROR)
+            # Cancelled (a deadline, task cancellation): the peer sees a CANCEL, not a crash.
+            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
+            code = ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR
+            self._session._abandon(self, code)
             return
         self.close()
         if exc is None:
@@ -519,9 +570,16 @@ class Stream(ReadSide):
         if code == ErrorCode.NO_ERROR:
             # The reference closes streams this way: what arrived stays readable, then EOF.
             self._on_remote_end(None)
-            self._fail(None, StreamClosedError(f"stream {self._id} was closed by the peer"))
+            message = f"stream {self._id}: the peer closed it (RST NO_ERROR) and reads no more"
+            self._fail(None, StreamClosedError(message, ErrorCode.NO_ERROR))
         else:
-            cls = StreamRefusedError if code == ErrorCode.REFUSED else StreamResetError
+            cls = (
+                StreamRefusedError
+                if code == ErrorCode.REFUSED
+                else StreamCancelledError
+                if code == ErrorCode.CANCEL
+                else StreamResetError
+            )
             error = cls(self._id, code, remote=True)
             self._fail(error, error)
 
@@ -572,6 +630,4 @@ class Stream(ReadSide):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        fut = self._finished_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._resolve_closed()

@@ -73,3 +73,7 @@ class ErrorCode(enum.IntEnum):
     #: mio extension: the stream was reset because the receiver's memory account was full
     #: while nobody read this stream (docs/PROTOCOL.md, "Memory").
     RESOURCE_LIMIT = 8
+    #: mio extension: the sender gave up on the stream (a cancelled task, a deadline); the
+    #: receiver raises :class:`~mio.StreamCancelledError` and a handler serving the stream
+    #: is cancelled. Not a failure of either side.
+    CANCEL = 9

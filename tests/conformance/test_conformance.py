@@ -519,17 +519,48 @@ async def test_readuntil_overruns_at_the_receive_window(transport) -> None:
         stream.reset(ErrorCode.CLOSED)
 
 
-async def test_peer_close_discards_but_writes_still_succeed(transport) -> None:
+async def test_peer_close_tells_a_sender_that_nobody_reads(transport) -> None:
+    """close() while the peer still sends: our side is done at once (wait_closed returns),
+    and the peer learns promptly that nobody reads: what we sent stays readable, then EOF,
+    and its writes fail with StreamClosedError carrying NO_ERROR."""
     async with transport.pair() as (client, server):
         stream = await client.open_stream()
         await stream.send(b"first")
         peer = await within(server.accept_stream())
-        peer.close()  # half-close its direction, discard what still comes
-        assert await within(stream.read()) == b""
-        await within(stream.send(b"discarded by the peer"))
-        stream.write_eof()
+        peer.write(b"reply")
+        peer.close()  # we are done: our data goes out, the rest is discarded
         await within(peer.wait_closed())
+        assert await within(stream.read()) == b"reply"
+        assert await within(stream.read()) == b""
+
+        async def keep_sending() -> mio.StreamClosedError:
+            while True:
+                try:
+                    await stream.send(b"discarded by the peer")
+                except mio.StreamClosedError as exc:
+                    return exc
+                await asyncio.sleep(0.01)
+
+        error = await within(keep_sending())
+        assert error.code == ErrorCode.NO_ERROR
         await within(stream.wait_closed())
+
+
+async def test_graceful_close_sends_no_reset(transport) -> None:
+    """Both directions ended before close(): nothing is reset on either side."""
+    async with transport.pair() as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"request")
+        stream.write_eof()
+        peer = await within(server.accept_stream())
+        assert await within(peer.read()) == b"request"
+        peer.write(b"response")
+        peer.close()
+        await within(peer.wait_closed())
+        assert await within(stream.read()) == b"response"
+        stream.close()
+        await within(stream.wait_closed())
+        stream.write_eof()  # a no-op, not an error
 
 
 async def test_many_sequential_streams_under_a_small_stream_limit(transport) -> None:
