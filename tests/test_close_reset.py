@@ -381,3 +381,40 @@ async def test_aclose_aborts_a_peer_that_does_not_read() -> None:
         await asyncio.wait_for(session.aclose(timeout=0), 5)
         assert session.is_closed
         await raw.close()
+
+
+async def test_session_graceful_lets_open_streams_finish() -> None:
+    done = asyncio.Event()
+
+    async def slow(stream: mio.Stream) -> None:
+        request = await stream.read()
+        await asyncio.sleep(0.1)
+        await stream.send(request)
+        done.set()
+
+    async with mio_pair(slow) as (client, _server):
+        stream = await client.open_stream()
+        stream.write(b"in flight")
+        stream.write_eof()
+        reply = asyncio.ensure_future(stream.read())
+        async with client.graceful(timeout=5):
+            pass  # leaving waits for the stream in flight, then FIN
+        assert done.is_set()
+        assert await reply == b"in flight"
+        assert client.is_closed
+
+
+async def test_session_graceful_closes_at_once_on_an_exception() -> None:
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        with pytest.raises(RuntimeError):
+            async with client.graceful(timeout=30):
+                raise RuntimeError("boom")
+        assert client.is_closed
+        with pytest.raises(mio.SessionClosedError) as info:
+            await stream.read()
+        assert "closed locally" in str(info.value)
+        await eventually(lambda: server.is_closed)
+        assert server.close_error is not None
+        assert server.close_error.code == ErrorCode.INTERNAL_ERROR

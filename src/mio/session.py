@@ -10,12 +10,15 @@ once per event-loop iteration (or as soon as it holds 64 KiB), so many frames co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import _impl
 from .budget import MemoryBudget
@@ -79,6 +82,22 @@ class _ReadBuffer(threading.local):
 
 
 _read_buffer = _ReadBuffer()
+
+
+_HTTP_METHODS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC")
+
+
+def _foreign_protocol(first: bytes) -> str | None:
+    """Name the protocol whose first bytes ``first`` are, when it is plainly not MIO."""
+    if len(first) >= 3 and first[0] == 0x16 and first[1] == 0x03 and first[2] <= 0x04:
+        return "TLS"  # a handshake record: a ClientHello
+    if first[:4] in _HTTP_METHODS or first.startswith(b"HTTP/"):
+        return "HTTP"
+    if first.startswith(b"PRI * HTTP/2"[:8]):
+        return "HTTP/2"
+    if first.startswith(b"SSH-"):
+        return "SSH"
+    return None
 
 
 def _code_name(code: int) -> str:
@@ -281,8 +300,19 @@ class Session(asyncio.BufferedProtocol):
             stats[f"memory_{key}"] = value
         return stats
 
+    @overload
+    def get_extra_info(
+        self, name: Literal["ssl_object"], default: Any = None
+    ) -> ssl.SSLObject | None: ...
+    @overload
+    def get_extra_info(
+        self, name: Literal["socket"], default: Any = None
+    ) -> socket.socket | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Information from the underlying transport (``peername``, ``ssl_object`` …)."""
+        """Information from the underlying transport (``peername``, ``sockname``,
+        ``ssl_object``, ``socket`` …), as ``asyncio.BaseTransport.get_extra_info``."""
         if self._transport is None:
             return default
         return self._transport.get_extra_info(name, default)
@@ -385,6 +415,25 @@ class Session(asyncio.BufferedProtocol):
         """
         await asyncio.shield(self._closed_waiter)
 
+    @contextlib.asynccontextmanager
+    async def graceful(self, timeout: float | None = None) -> AsyncIterator[Session]:
+        """``async with session.graceful():`` closes gracefully on a normal exit
+        (:meth:`aclose`: no new streams, open ones get ``timeout``, default
+        ``config.close_timeout``, to finish, then FIN) and at once on an exception (FIN
+        ``CANCEL`` when cancelled, ``INTERNAL_ERROR`` otherwise).
+
+        Plain ``async with session:`` always closes at once: FIN ``NO_ERROR`` after what is
+        queued (``INTERNAL_ERROR`` on an exception); streams still open end with
+        :class:`SessionClosedError`.
+        """
+        try:
+            yield self
+        except BaseException as exc:
+            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
+            self.close(ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR)
+            raise
+        await self.aclose(timeout=timeout)
+
     async def __aenter__(self) -> Session:
         return self
 
@@ -434,10 +483,12 @@ class Session(asyncio.BufferedProtocol):
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
         view = _read_buffer.view
+        if self.bytes_received == nbytes and self._foreign(view[:nbytes]):
+            return
         try:
             self._decoder.feed(view[:nbytes] if nbytes < len(view) else view)
         except FrameError as exc:
-            self._protocol_error(exc)
+            self._protocol_error(f"protocol error: {exc}", exc.error_code)
             return
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
             self._account()
@@ -448,10 +499,12 @@ class Session(asyncio.BufferedProtocol):
             return
         if self._idle_handle is not None:
             self._last_recv = self._loop.time()
+        if self.bytes_received == len(data) and self._foreign(data):
+            return
         try:
             self._decoder.feed(data)
         except FrameError as exc:
-            self._protocol_error(exc)
+            self._protocol_error(f"protocol error: {exc}", exc.error_code)
             return
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
             self._account()
@@ -460,9 +513,16 @@ class Session(asyncio.BufferedProtocol):
         self._eof_seen = True
         self._flush()
         if not self._closed:
-            reason = "connection closed by the peer (EOF)"
+            reason = f"connection closed by the peer {self._peer_name()} (EOF)"
             if self._decoder.in_frame:
                 reason = f"{reason} in the middle of a frame (after byte {self._decoder.offset})"
+            elif not self.bytes_received and self._transport is not None:
+                tls = self._transport.get_extra_info("ssl_object") is not None
+                reason = f"{reason} before sending anything: " + (
+                    "does it speak TLS?"
+                    if tls
+                    else "is TLS enabled on one side only (the peer may expect TLS)?"
+                )
             self._shutdown(SessionClosedError(reason), abort=False)
         return False
 
@@ -633,11 +693,14 @@ class Session(asyncio.BufferedProtocol):
         log.warning("%s: resetting stream %d (%s)", self._peer_label(), stream._id, reason)
         self._stream_protocol_error(stream, reason, ErrorCode.RESOURCE_LIMIT)
 
-    def _peer_label(self) -> str:
+    def _peer_name(self) -> str:
         peer = self.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            return f"session with {peer[0]}:{peer[1]}"
-        return f"session with {peer}" if peer else "session"
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer) if peer else "(unknown address)"
+
+    def _peer_label(self) -> str:
+        return f"session with {self._peer_name()}"
 
     # ------------------------------------------------------------------ inbound frames
     def _on_data(self, sid: int, data: bytes, end: bool) -> None:
@@ -717,12 +780,21 @@ class Session(asyncio.BufferedProtocol):
         error = SessionClosedError(f"peer closed the session with {_code_name(code)}", code)
         self._shutdown(error, abort=False)
 
-    def _protocol_error(self, exc: FrameError) -> None:
-        log.warning("protocol error, closing the session: %s", str(exc))  # no frames kept
+    def _foreign(self, first: bytes | memoryview) -> bool:
+        """The first bytes of the connection are another protocol's: close, saying so."""
+        other = _foreign_protocol(bytes(first[:8]))
+        if other is None:
+            return False
+        hint = "is TLS enabled on one side only?" if other == "TLS" else "wrong port?"
+        self._protocol_error(f"the peer sent {other}, not MIO: {hint}")
+        return True
+
+    def _protocol_error(self, message: str, code: int = ErrorCode.PROTOCOL_ERROR) -> None:
+        log.warning("%s: %s; closing the session", self._peer_label(), message)
         if self._closed:
             return
-        self._send_frame(0, exc.error_code, _KIND_FIN)
-        self._shutdown(SessionClosedError(f"protocol error: {exc}"), abort=False)
+        self._send_frame(0, code, _KIND_FIN)
+        self._shutdown(SessionClosedError(message), abort=False)
 
     def _stream_protocol_error(
         self, stream: Stream, reason: str, code: int = ErrorCode.PROTOCOL_ERROR
@@ -1008,7 +1080,11 @@ class Session(asyncio.BufferedProtocol):
             self._last_recv = now  # we stopped reading, the peer is not silent
         silent = now - self._last_recv
         if silent >= timeout:
-            log.warning("no data from the peer for %.1f s: closing the session", silent)
+            log.warning(
+                "%s: no data from the peer for %.1f s: closing the session",
+                self._peer_label(),
+                silent,
+            )
             self._shutdown(
                 SessionClosedError(f"idle timeout: no data from the peer for {timeout:g} s"),
                 abort=True,

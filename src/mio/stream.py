@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
+import ssl
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._readside import ReadSide
 from .errors import (
@@ -47,6 +49,8 @@ class Stream(ReadSide):
     __slots__ = (
         "__weakref__",
         "_blocked",
+        "_bytes_in",
+        "_bytes_out",
         "_chunks",
         "_closing",
         "_drain_waiter",
@@ -88,6 +92,8 @@ class Stream(ReadSide):
         self._chunks: collections.deque[bytes | bytearray] = collections.deque()
         self._head = 0
         self._size = 0
+        self._bytes_in = 0  # payload bytes received on this stream
+        self._bytes_out = 0  # payload bytes written by the application
         self._eof = False  # the peer's direction has ended (no more data will come)
         self._error: BaseException | None = None  # raised by reads once the buffer is drained
         self._waiter: asyncio.Future[None] | None = None
@@ -129,6 +135,16 @@ class Stream(ReadSide):
         return self._size
 
     @property
+    def bytes_received(self) -> int:
+        """Payload bytes received on this stream so far (read or not)."""
+        return self._bytes_in
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes written to this stream so far (sent or still queued)."""
+        return self._bytes_out
+
+    @property
     def write_pending(self) -> int:
         """Bytes written but not yet sent, waiting for the peer's window."""
         return self._pending_size
@@ -143,8 +159,23 @@ class Stream(ReadSide):
         """Current receive window of this stream (grows with auto-tuning)."""
         return int(self._recv.window)
 
+    @overload
+    def get_extra_info(self, name: Literal["stream_id"], default: Any = None) -> int: ...
+    @overload
+    def get_extra_info(self, name: Literal["session"], default: Any = None) -> Session: ...
+    @overload
+    def get_extra_info(
+        self, name: Literal["ssl_object"], default: Any = None
+    ) -> ssl.SSLObject | None: ...
+    @overload
+    def get_extra_info(
+        self, name: Literal["socket"], default: Any = None
+    ) -> socket.socket | None: ...
+    @overload
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Transport information (``peername``, ``sockname``, ``ssl_object`` …) or ``stream_id``."""
+        """Transport information (``peername``, ``sockname``, ``ssl_object``, ``socket`` …),
+        or ``stream_id`` / ``session``."""
         if name == "stream_id":
             return self._id
         if name == "session":
@@ -202,8 +233,8 @@ class Stream(ReadSide):
             else:
                 with memoryview(first) as view:
                     data = view[head:end].tobytes()
-                if end > 65536 and end > avail:  # compact a mostly-read bytearray
-                    del first[:end]
+                if end > 65536 and end > avail - n and isinstance(first, bytearray):
+                    del first[:end]  # compact a mostly-read bytearray (amortized)
                     end = 0
                 self._head = end
         elif not head and n == avail and type(first) is bytes:
@@ -256,6 +287,7 @@ class Stream(ReadSide):
         n = len(data)
         if not n:
             return
+        self._bytes_out += n
         if self._pending:
             self._queue(data, 0)
             return
@@ -521,6 +553,7 @@ class Stream(ReadSide):
         """Payload of a DATA frame (or a piece of one) arrived from the peer."""
         n = len(data)
         if n:
+            self._bytes_in += n
             if self._eof:
                 self._session._stream_protocol_error(self, "DATA after the peer's half-close")
                 return
