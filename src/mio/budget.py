@@ -39,9 +39,11 @@ class MemoryBudget:
 
     Pass one to :func:`mio.serve` (``budget=``), :func:`mio.connect` or :class:`mio.Session`;
     a server without one makes its own of :data:`DEFAULT_SERVER_MEMORY`. Each session charges
-    the unread inbound data it holds; when the total reaches ``limit`` every session sharing
-    the budget stops reading from its transport, and they resume once the total is back
-    under three quarters of ``limit``.
+    the unread inbound data it holds; when the total reaches ``limit`` every session holding
+    more than its share (``limit`` divided by the sessions sharing the budget) stops reading
+    from its transport, and they resume once the total is back under three quarters of
+    ``limit``. Sessions under their share keep reading, so one peer filling the budget never
+    stalls the others; the total therefore stays under twice ``limit``.
 
     Args:
         limit: the cap in bytes (positive).
@@ -103,6 +105,11 @@ class MemoryBudget:
     @property
     def _over(self) -> bool:
         return self._held >= self._limit
+
+    @property
+    def _fair_share(self) -> int:
+        """What each session may hold even when the budget is full: ``limit / sessions``."""
+        return self._limit // max(1, len(self._sessions))
 
     def _pause(self, session: Session) -> None:
         self._paused.add(session)

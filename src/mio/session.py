@@ -573,7 +573,13 @@ class Session(asyncio.BufferedProtocol):
             if delta:
                 self._charged = held
                 budget._adjust(delta)
-            if budget._over and not self._read_paused & _PAUSED_BUDGET:
+            if (
+                budget._over
+                and held >= budget._fair_share
+                and not self._read_paused & _PAUSED_BUDGET
+            ):
+                # Only the sessions holding more than their share stop: one session
+                # filling the budget must not stall the others.
                 budget._pause(self)
                 self._pause_reading(_PAUSED_BUDGET)
         # Responses queued for a peer that does not read its own input count too: reading
