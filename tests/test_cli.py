@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -197,6 +198,106 @@ def test_echo_invalid_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     assert "max_window" in capsys.readouterr().err
 
 
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """``cli.main`` sets up logging for the process (root handlers, mio's levels): undo it,
+    so that later tests still see mio's warnings."""
+    root = logging.getLogger()
+    names = ("mio", "asyncio", cli.log.name)
+    handlers = root.handlers[:]
+    levels = {name: logging.getLogger(name).level for name in names}
+    root_level = root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def echo_config(*argv: str) -> mio.Config:
+    return cli.config_from_args(cli.build_parser().parse_args(["echo", *argv]))
+
+
+def test_echo_peer_reference_is_the_base_config() -> None:
+    assert echo_config("--peer", "reference") == mio.Config.for_reference()
+    assert echo_config("--peer", "mio") == mio.Config() == echo_config()
+    # explicit flags override the preset, whatever their order
+    assert echo_config(
+        "--max-frame-size", "1K", "--peer", "reference", "--send-resets", "yes"
+    ) == mio.Config.for_reference(max_frame_size=1024, send_resets=True)
+    assert echo_config("--peer", "reference", "--window", "64K") == mio.Config.for_reference(
+        initial_window=64 * 1024
+    )
+    # the README's way still works: only the frame size changes
+    assert echo_config("--max-frame-size", "128") == mio.Config(max_frame_size=128)
+
+
+def test_echo_send_resets_flag() -> None:
+    assert echo_config("--send-resets", "no") == mio.Config(send_resets=False)
+    assert echo_config("--send-resets", "off").send_resets is False
+    assert echo_config("--send-resets", "YES").send_resets is True
+    assert echo_config().send_resets is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--send-resets", "maybe"],
+        ["--peer", "go"],
+        ["--max-sessions", "0"],
+        ["--max-sessions", "many"],
+        ["--memory-limit", "0"],
+        ["--memory-limit", "lots"],
+        ["--peer", "reference", "--max-window", "1M"],  # below the preset's 0xFFFFFF window
+    ],
+)
+@pytest.mark.usefixtures("keep_logging")
+def test_echo_bad_limits_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["echo", *argv])
+    assert info.value.code == 2
+    assert "usage: mio echo" in capsys.readouterr().err
+
+
+def test_echo_server_limit_flags() -> None:
+    parser = cli.build_parser()
+    defaults = parser.parse_args(["echo"])
+    assert defaults.max_sessions == mio.api.DEFAULT_MAX_SESSIONS == 4096
+    assert defaults.memory_limit == 1 << 30
+    assert defaults.peer == "mio"
+    args = parser.parse_args(["echo", "--max-sessions", "10", "--memory-limit", "256M"])
+    assert (args.max_sessions, args.memory_limit) == (10, 256 << 20)
+    assert parser.parse_args(["echo", "--max-sessions", "off"]).max_sessions is None
+
+
+@pytest.mark.usefixtures("keep_logging")
+def test_echo_passes_limits_and_preset_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``mio echo`` hands to ``mio.serve`` (which then fails to listen, ending it)."""
+    seen: dict[str, object] = {}
+
+    async def fake_serve(*args: object, **kwargs: object) -> mio.Server:
+        seen.update(kwargs)
+        raise OSError("not listening in this test")
+
+    monkeypatch.setattr(mio, "serve", fake_serve)
+    argv = ["echo", "--listen", "127.0.0.1:0", "--peer", "reference", "--max-streams", "2000"]
+    code = cli.main([*argv, "--max-sessions", "7", "--memory-limit", "3M", "-qq"])
+    assert code == 1
+    assert seen["config"] == mio.Config.for_reference(max_streams=2000)
+    assert seen["max_sessions"] == 7
+    budget = seen["budget"]
+    assert isinstance(budget, mio.MemoryBudget)
+    assert budget.limit == 3 << 20
+    seen.clear()
+    assert cli.main(["echo", "--listen", "127.0.0.1:0", "--max-sessions", "off", "-qq"]) == 1
+    assert seen["max_sessions"] is None
+    assert seen["config"] == mio.Config()
+
+
 # ---------------------------------------------------------------------------- mio echo
 @pytest.fixture
 def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
@@ -245,6 +346,58 @@ async def test_echo_server_process(echo_server: tuple[subprocess.Popen[str], int
     err = proc.stderr.read()
     assert "Traceback" not in err
     assert "stopped: 1 sessions, 201 streams" in err
+
+
+@pytest.fixture
+def one_session_echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--max-sessions", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the server prints it once ready
+        assert line.startswith("listening on 127.0.0.1:"), line
+        yield proc, int(line.rsplit(":", 1)[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+async def test_echo_server_refuses_sessions_over_max_sessions(
+    one_session_echo_server: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = one_session_echo_server
+    first = await mio.connect("127.0.0.1", port)
+    second: mio.Session | None = None
+    try:
+        stream = await first.open_stream()
+        stream.write(b"one")
+        assert await stream.readexactly(3) == b"one"
+        second = await mio.connect("127.0.0.1", port)  # once the first one is served
+        with pytest.raises(mio.SessionClosedError) as info:
+            await asyncio.wait_for((await second.open_stream()).read(), 10)
+        assert info.value.code == mio.ErrorCode.REFUSED
+        stream.write(b"still")
+        assert await stream.readexactly(5) == b"still"
+        proc.send_signal(signal.SIGTERM)
+        stream.write_eof()
+        assert await stream.read() == b""
+        await asyncio.wait_for(first.wait_closed(), 10)
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "refused a connection from 127.0.0.1:" in err
+        assert "(max_sessions 1)" in err
+        assert "1 connections were refused" in err
+        assert "Traceback" not in err
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 async def test_echo_server_stops_on_sigint_with_idle_session(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl as _ssl
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+from .budget import MemoryBudget
 from .config import Config
 from .session import Session, StreamHandler
 from .wire import ErrorCode
@@ -29,6 +31,13 @@ SessionHandler = Callable[[Session], Awaitable[None]]
 
 log = logging.getLogger("mio.server")
 
+#: Default of ``serve(max_sessions=...)``: connections beyond it are refused (FIN REFUSED).
+DEFAULT_MAX_SESSIONS = 4096
+#: Seconds between two log lines about refused connections, or about failing accepts.
+LOG_INTERVAL = 10.0
+#: Seconds the accept loop pauses when ``accept()`` fails for lack of resources (EMFILE ...).
+ACCEPT_RETRY_DELAY = 0.5
+
 
 async def connect(
     host: str,
@@ -37,16 +46,22 @@ async def connect(
     ssl: _ssl.SSLContext | bool | None = None,
     config: Config | None = None,
     handler: StreamHandler | None = None,
+    budget: MemoryBudget | None = None,
     **kwargs: Any,
 ) -> Session:
     """Dial ``host:port`` over TCP (TLS with ``ssl``) and return the client-side session.
 
     ``handler``, if given, serves the streams the server opens to this client (the NAT
-    traversal case). Extra keyword arguments go to ``loop.create_connection``.
+    traversal case). ``budget`` caps the unread data held over every session sharing it
+    (see :class:`MemoryBudget`). Extra keyword arguments go to ``loop.create_connection``.
+
+    There is no handshake: a server over its ``max_sessions`` answers with FIN ``REFUSED``,
+    which the first operation that waits on the session (or a later one) raises as
+    :class:`~mio.SessionClosedError` with ``code == ErrorCode.REFUSED``.
     """
     loop = asyncio.get_running_loop()
     _, session = await loop.create_connection(
-        lambda: Session(client=True, config=config, handler=handler),
+        lambda: Session(client=True, config=config, handler=handler, budget=budget),
         host,
         port,
         ssl=ssl,
@@ -61,12 +76,16 @@ async def connect_unix(
     ssl: _ssl.SSLContext | bool | None = None,
     config: Config | None = None,
     handler: StreamHandler | None = None,
+    budget: MemoryBudget | None = None,
     **kwargs: Any,
 ) -> Session:
     """Like :func:`connect`, over a Unix domain socket."""
     loop = asyncio.get_running_loop()
     _, session = await loop.create_unix_connection(
-        lambda: Session(client=True, config=config, handler=handler), path, ssl=ssl, **kwargs
+        lambda: Session(client=True, config=config, handler=handler, budget=budget),
+        path,
+        ssl=ssl,
+        **kwargs,
     )
     return session
 
@@ -116,10 +135,190 @@ class SessionTracker(Generic[S]):
         return frozenset(self._sessions)
 
 
+class _RateLimitedLog:
+    """One WARNING at the first event, then at most one line per ``interval`` seconds giving
+    how many more events happened since the previous line (none when nothing happened)."""
+
+    def __init__(self, first: str, repeat: str, interval: float | None = None) -> None:
+        self.first = first  # %-format: the arguments given to hit()
+        self.repeat = repeat  # %-format: (count, interval)
+        self.interval = LOG_INTERVAL if interval is None else interval
+        self.total = 0
+        self._pending = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hit(self, *args: object) -> None:
+        self.total += 1
+        if self._timer is not None:
+            self._pending += 1
+            return
+        log.warning(self.first, *args)
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._pending:
+            self._flush()
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _flush(self) -> None:
+        log.warning(self.repeat, self._pending, self.interval)
+        self._pending = 0
+
+    def close(self) -> None:
+        """Log what is pending and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            self._flush()
+
+
+def _errnos(*names: str) -> frozenset[int]:
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+#: accept() errors that concern one pending connection only (Linux reports the pending
+#: network errors of the new socket through accept()): try the next one at once.
+_ACCEPT_SKIP = _errnos(
+    "ECONNABORTED",
+    "EPROTO",
+    "ENETDOWN",
+    "ENOPROTOOPT",
+    "EHOSTDOWN",
+    "ENONET",
+    "EHOSTUNREACH",
+    "EOPNOTSUPP",
+    "ENETUNREACH",
+    "EPERM",
+)
+
+
+class _Acceptor:
+    """mio's accept loop for one listening socket of a selector event loop.
+
+    asyncio's own loop (3.10-3.13) does not stop after an EMFILE: it goes on calling
+    ``accept()`` up to ``backlog`` times in the same callback, logging an ERROR with a
+    traceback and scheduling one more retry each time, so the log lines (and retries)
+    multiply every second while descriptors stay exhausted (with backlog 1024: ~1000
+    lines in the first second, ~14000 per second six seconds later). This one pauses
+    ``ACCEPT_RETRY_DELAY`` seconds after any failure that is not about the pending
+    connection alone, and the server logs such failures at most once per ``LOG_INTERVAL``.
+    Pending clients wait in the kernel's backlog and are served once descriptors are free.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ssl: _ssl.SSLContext | None,
+        tls_options: dict[str, Any],
+        backlog: int,
+    ) -> None:
+        self._server = server
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._ssl = ssl
+        self._tls_options = tls_options
+        self._backlog = max(1, backlog)
+        self._listening = False
+        self._reading = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if not self._closed and not self._reading and self._retry is None:
+            if not self._listening:  # asyncio.Server listens in its own start_serving
+                self._sock.listen(self._backlog)
+                self._listening = True
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+        self._sock.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _on_readable(self) -> None:
+        for _ in range(self._backlog):
+            try:
+                conn, _addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_SKIP:
+                    continue
+                self._pause()
+                self._server._accept_failed(exc)
+                return
+            try:
+                conn.setblocking(False)
+            except OSError:  # pragma: no cover - the connection died already
+                conn.close()
+                continue
+            task = self._loop.create_task(self._connect(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(
+                self._server._make_session, conn, ssl=self._ssl, **self._tls_options
+            )
+        except (OSError, _ssl.SSLError, asyncio.TimeoutError) as exc:
+            # A TLS handshake that failed or timed out, a client gone meanwhile: asyncio's
+            # own accept loop does not log these either (outside debug mode).
+            log.debug("incoming connection failed: %r", exc)
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+        if self._retry is None:
+            self._retry = self._loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        self.start()
+
+
+def _format_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer) if peer else "?"
+
+
+def _own_accept_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True where mio runs its own accept loop (see :class:`_Acceptor`): asyncio's selector
+    loops. uvloop needs none: libuv never spins on EMFILE (it closes the pending
+    connections with a descriptor it keeps in reserve, so those clients see the connection
+    closed at once)."""
+    return isinstance(loop, asyncio.SelectorEventLoop)
+
+
 class Server(SessionTracker[Session]):
     """A listening MIO server: an ``asyncio.Server`` whose connections are sessions.
 
     Use it as an async context manager or call :meth:`close` and :meth:`wait_closed`.
+
+    Limits (see :func:`serve`): at most ``max_sessions`` sessions at a time (a connection
+    over it gets FIN ``REFUSED`` and is closed at once, with no session handler); the
+    unread data of all its sessions capped by one shared :attr:`budget`. Refusals and
+    failing accepts (out of file descriptors) are logged on ``mio.server`` at most once
+    per ``LOG_INTERVAL`` seconds, each line with the count since the previous one.
     """
 
     def __init__(
@@ -127,18 +326,129 @@ class Server(SessionTracker[Session]):
         handler: StreamHandler | None,
         session_handler: SessionHandler | None,
         config: Config | None,
+        budget: MemoryBudget | None = None,
+        max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     ) -> None:
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError("max_sessions must be positive or None")
         super().__init__(session_handler)
         self._handler = handler
         self._config = config
-        self._server: asyncio.AbstractServer | None = None
+        self._budget = budget if budget is not None else MemoryBudget()
+        self._max_sessions = max_sessions
+        self._server: asyncio.Server | None = None
+        self._acceptors: list[_Acceptor] = []
+        self._serving = False  # with acceptors only
+        self._forever: asyncio.Future[None] | None = None
+        self._refusing: set[Session] = set()  # refused, their close still in progress
+        self._refusals = _RateLimitedLog(
+            "refused a connection from %s: %d sessions open (max_sessions %d)",
+            "refused %d more connections in the last %g s (max_sessions reached)",
+        )
+        self._accept_errors = _RateLimitedLog(
+            "accept() failed: %s; pausing accepts (retrying every %g s, %d connections open)",
+            "accept() failed %d more times in the last %g s",
+        )
+
+    async def _listen(
+        self,
+        create: Callable[..., Awaitable[asyncio.Server]],
+        *args: Any,
+        ssl: _ssl.SSLContext | None,
+        **kwargs: Any,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        start = kwargs.pop("start_serving", True)
+        if not _own_accept_loop(loop):
+            self._server = await create(
+                self._make_session, *args, ssl=ssl, start_serving=start, **kwargs
+            )
+            return
+        # asyncio keeps the listening sockets (and closes them); mio accepts on duplicates.
+        server = self._server = await create(
+            self._make_session, *args, ssl=ssl, start_serving=False, **kwargs
+        )
+        tls_options: dict[str, Any] = {
+            name: kwargs[name]
+            for name in ("ssl_handshake_timeout", "ssl_shutdown_timeout")
+            if name in kwargs
+        }
+        backlog = int(kwargs.get("backlog", 100))
+        try:
+            for listening in server.sockets:
+                sock = listening.dup()
+                sock.setblocking(False)
+                self._acceptors.append(_Acceptor(self, loop, sock, ssl, tls_options, backlog))
+        except BaseException:
+            self._stop_accepting()
+            raise
+        if start:
+            self._start_accepting()
+
+    def _start_accepting(self) -> None:
+        self._serving = True
+        for acceptor in self._acceptors:
+            acceptor.start()
+
+    def _stop_accepting(self) -> None:
+        self._serving = False
+        for acceptor in self._acceptors:
+            acceptor.close()
+        if self._forever is not None and not self._forever.done():
+            self._forever.cancel()
 
     def _make_session(self) -> Session:
-        session = Session(client=False, config=self._config, handler=self._handler)
-        # Tracked from connection_made on: a connection whose TLS handshake fails never
-        # gets there, and must not leave a task waiting for it.
-        session._on_connection_made = self._session_made
+        budget = self._budget
+        session = Session(client=False, config=self._config, handler=self._handler, budget=budget)
+        # Tracked from connection_made on (as the budget counts it): a connection whose
+        # TLS handshake fails never gets there, and must not leave a task waiting for it.
+        session._on_connection_made = self._connected
         return session
+
+    def _connected(self, session: Session) -> None:
+        limit = self._max_sessions
+        if limit is None or len(self._sessions) < limit:
+            self._session_made(session)
+            return
+        # Over the limit: FIN REFUSED and close (mio's close half-closes and drains the
+        # client's input first, so the FIN is not lost to a TCP RST). No handler, no task.
+        self._refusing.add(session)
+        session._closed_waiter.add_done_callback(lambda _: self._refusing.discard(session))
+        peer = _format_peer(session.get_extra_info("peername"))
+        session.close(ErrorCode.REFUSED)
+        self._refusals.hit(peer, len(self._sessions), limit)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        connecting = sum(len(acceptor._tasks) for acceptor in self._acceptors)
+        self._accept_errors.hit(
+            exc, ACCEPT_RETRY_DELAY, len(self._sessions) + len(self._refusing) + connecting
+        )
+
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget shared by every session of this server (``serve(budget=)``, or
+        one of :data:`~mio.budget.DEFAULT_SERVER_MEMORY` made for it)."""
+        return self._budget
+
+    @property
+    def max_sessions(self) -> int | None:
+        """Most sessions at a time (None: unlimited); connections over it are refused."""
+        return self._max_sessions
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``sessions`` open now, connections ``refused`` over ``max_sessions``,
+        ``accept_errors`` (accepts that failed and paused the listener, e.g. EMFILE; mio
+        sees them on asyncio's selector loops only), and the shared budget's
+        ``memory_held``, ``memory_peak`` and ``memory_limit``."""
+        return {
+            "sessions": len(self._sessions),
+            "refused": self._refusals.total,
+            "accept_errors": self._accept_errors.total,
+            "memory_held": self._budget.held,
+            "memory_peak": self._budget.peak,
+            "memory_limit": self._budget.limit,
+        }
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -153,39 +463,74 @@ class Server(SessionTracker[Session]):
 
     def is_serving(self) -> bool:
         """True while accepting connections."""
+        if self._acceptors:
+            return self._serving
         return self._server is not None and self._server.is_serving()
+
+    def _stop_listening(self) -> None:
+        self._stop_accepting()
+        if self._server is not None:
+            self._server.close()
+        self._refusals.close()
+        self._accept_errors.close()
 
     def stop_listening(self) -> None:
         """Stop accepting connections; the sessions already connected go on."""
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
 
     def close(self, code: int = 0) -> None:
         """Stop listening and close every session with FIN ``code``."""
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         for session in list(self._sessions):
             session.close(code)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop listening, close every session gracefully (see :meth:`Session.aclose`)."""
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         await asyncio.gather(*(s.aclose(timeout=timeout) for s in list(self._sessions)))
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the listener and every session are closed."""
         await asyncio.gather(*(s.wait_closed() for s in list(self._sessions)))
+        await asyncio.gather(*(s.wait_closed() for s in list(self._refusing)))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def serve_forever(self) -> None:
-        """Serve until cancelled."""
+    async def start_serving(self) -> None:
+        """Start accepting connections (after ``serve(..., start_serving=False)``)."""
         assert self._server is not None
-        await self._server.serve_forever()
+        if self._acceptors:
+            self._start_accepting()
+        else:
+            await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        """Accept connections until cancelled, then stop listening (the sessions already
+        connected go on, as with ``asyncio.Server``)."""
+        assert self._server is not None
+        if not self._acceptors:
+            await self._server.serve_forever()
+            return
+        if self._forever is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if not self._acceptors[0]._closed:
+            self._start_accepting()
+        else:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._forever = asyncio.get_running_loop().create_future()
+        try:
+            await self._forever
+        except asyncio.CancelledError:
+            try:
+                self._stop_listening()
+                await self._server.wait_closed()
+            finally:
+                raise
+        finally:
+            self._forever = None
 
     async def __aenter__(self) -> Server:
         return self
@@ -208,6 +553,8 @@ async def serve(
     ssl: _ssl.SSLContext | None = None,
     config: Config | None = None,
     session_handler: SessionHandler | None = None,
+    budget: MemoryBudget | None = None,
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     **kwargs: Any,
 ) -> Server:
     """Listen on ``host:port``; every accepted connection becomes a server-side session.
@@ -219,11 +566,17 @@ async def serve(
             use it to accept streams yourself or to open streams to the client.
         ssl: TLS context for the listener.
         config: protocol parameters of every session.
+        budget: the :class:`MemoryBudget` shared by every session (several servers may
+            share one); by default the server makes its own of
+            :data:`~mio.budget.DEFAULT_SERVER_MEMORY` (1 GiB). See :attr:`Server.budget`.
+        max_sessions: most sessions at a time (``None``: unlimited). A connection over it
+            gets FIN ``REFUSED`` and is closed at once, without a session handler; the
+            client sees :class:`~mio.SessionClosedError` with ``code == ErrorCode.REFUSED``.
         kwargs: passed to ``loop.create_server`` (``reuse_port``, ``backlog`` …).
     """
     loop = asyncio.get_running_loop()
-    server = Server(handler, session_handler, config)
-    server._server = await loop.create_server(server._make_session, host, port, ssl=ssl, **kwargs)
+    server = Server(handler, session_handler, config, budget=budget, max_sessions=max_sessions)
+    await server._listen(loop.create_server, host, port, ssl=ssl, **kwargs)
     return server
 
 
@@ -234,12 +587,14 @@ async def serve_unix(
     ssl: _ssl.SSLContext | None = None,
     config: Config | None = None,
     session_handler: SessionHandler | None = None,
+    budget: MemoryBudget | None = None,
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     **kwargs: Any,
 ) -> Server:
     """Like :func:`serve`, on a Unix domain socket at ``path``."""
     loop = asyncio.get_running_loop()
-    server = Server(handler, session_handler, config)
-    server._server = await loop.create_unix_server(server._make_session, path, ssl=ssl, **kwargs)
+    server = Server(handler, session_handler, config, budget=budget, max_sessions=max_sessions)
+    await server._listen(loop.create_unix_server, path, ssl=ssl, **kwargs)
     return server
 
 
@@ -250,10 +605,14 @@ async def session_from_socket(
     config: Config | None = None,
     handler: StreamHandler | None = None,
     ssl: _ssl.SSLContext | None = None,
+    budget: MemoryBudget | None = None,
 ) -> Session:
     """Run a session over an already connected socket (TCP, Unix, ``socketpair()`` …)."""
     loop = asyncio.get_running_loop()
-    factory = lambda: Session(client=client, config=config, handler=handler)  # noqa: E731
+
+    def factory() -> Session:
+        return Session(client=client, config=config, handler=handler, budget=budget)
+
     if client:
         _, session = await loop.create_connection(factory, sock=sock, ssl=ssl)
     else:
@@ -268,6 +627,7 @@ def session_from_streams(
     client: bool,
     config: Config | None = None,
     handler: StreamHandler | None = None,
+    budget: MemoryBudget | None = None,
 ) -> Session:
     """Take over the transport of an asyncio ``(StreamReader, StreamWriter)`` pair.
 
@@ -275,7 +635,7 @@ def session_from_streams(
     ``writer`` afterwards.
     """
     transport = writer.transport
-    session = Session(client=client, config=config, handler=handler)
+    session = Session(client=client, config=config, handler=handler, budget=budget)
     buffered = bytes(getattr(reader, "_buffer", b""))
     transport.set_protocol(session)
     session.connection_made(transport)
@@ -295,6 +655,8 @@ class _MemoryTransport(asyncio.Transport):
         self._protocol = protocol
         self._peer: _MemoryTransport | None = None
         self._closing = False
+        self._paused = False
+        self._backlog: list[bytes] = []
         self._extra = {"peername": ("memory", 0), "sockname": ("memory", 0)}
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -306,8 +668,24 @@ class _MemoryTransport(asyncio.Transport):
         self._loop.call_soon(self._peer._deliver, bytes(data))
 
     def _deliver(self, data: bytes) -> None:
-        if not self._closing:
+        if self._paused:
+            self._backlog.append(data)
+        elif not self._closing:
             self._protocol.data_received(data)
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        backlog, self._backlog = self._backlog, []
+        for data in backlog:
+            self._deliver(data)
+
+    def is_reading(self) -> bool:
+        return not self._paused
 
     def is_closing(self) -> bool:
         return self._closing
@@ -338,14 +716,16 @@ def pipe(
     *,
     client_handler: StreamHandler | None = None,
     server_handler: StreamHandler | None = None,
+    budget: MemoryBudget | None = None,
 ) -> tuple[Session, Session]:
     """Two sessions connected in memory: ``(client, server)``. Must run inside a loop.
 
     For unit tests; real connections go through :func:`connect` / :func:`serve`.
+    ``budget``, if given, is shared by both sessions.
     """
     loop = asyncio.get_running_loop()
-    client = Session(client=True, config=config, handler=client_handler)
-    server = Session(client=False, config=config, handler=server_handler)
+    client = Session(client=True, config=config, handler=client_handler, budget=budget)
+    server = Session(client=False, config=config, handler=server_handler, budget=budget)
     a = _MemoryTransport(loop, client)
     b = _MemoryTransport(loop, server)
     a._peer, b._peer = b, a

@@ -21,6 +21,8 @@ from typing import Any
 
 from . import _impl
 from ._version import __version__
+from .api import DEFAULT_MAX_SESSIONS
+from .budget import DEFAULT_SERVER_MEMORY
 from .config import Config
 
 try:
@@ -64,7 +66,8 @@ ECHO_EPILOG = """\
 examples:
   mio echo --listen 127.0.0.1:0                 any free port (printed)
   mio echo --listen [::1]:7000 --window 1M -v   IPv6, 1 MiB stream windows, session log
-  mio echo --max-frame-size 128                 frames a reference (Go) peer accepts
+  mio echo --peer reference                     what an unconfigured reference (Go) peer needs
+  mio echo --max-sessions 100 --memory-limit 256M   server-wide limits
   mio echo --keepalive 10 --idle-timeout 30     drop peers that go silent
 """
 
@@ -127,6 +130,28 @@ def _count(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def _count_or_off(text: str) -> int | None:
+    if text.strip().lower() in ("off", "none", "unlimited"):
+        return None
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be positive (or off)")
+    return value
+
+
+_YES = ("yes", "y", "true", "on", "1")
+_NO = ("no", "n", "false", "off", "0")
+
+
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def parse_hostport(text: str) -> tuple[str | None, int]:
@@ -193,18 +218,18 @@ CONFIG_FLAGS: tuple[_Flag, ...] = (
         "largest window accepted in a peer's OPEN; larger OPENs are refused",
     ),
     _Flag(
-        "max_session_window",
-        ("--max-session-window",),
+        "max_session_memory",
+        ("--max-session-memory",),
         parse_size,
         "BYTES",
-        "budget of the OPEN windows of the peer's open streams; over it OPENs are refused",
+        "most unread inbound data held for the peer; over it the session stops reading",
     ),
     _Flag(
         "max_frame_size",
         ("--max-frame-size",),
         parse_size,
         "BYTES",
-        "largest DATA payload sent (128 to talk to an unconfigured reference peer)",
+        "largest DATA payload sent (128 for an unconfigured reference peer: see --peer)",
     ),
     _Flag(
         "max_recv_frame_size",
@@ -262,7 +287,20 @@ CONFIG_FLAGS: tuple[_Flag, ...] = (
         "SECONDS",
         "how long a graceful session close lets open streams finish",
     ),
+    _Flag(
+        "send_resets",
+        ("--send-resets",),
+        _yes_no,
+        "yes|no",
+        "no: never send RST where mio has a choice (a reference peer hangs on any RST)",
+    ),
 )
+
+#: ``--peer``: the base Config that explicit flags then override.
+PEER_PRESETS: dict[str, Callable[[], Config]] = {
+    "mio": Config,
+    "reference": Config.for_reference,
+}
 
 
 def _config_flags() -> list[_Flag]:
@@ -272,19 +310,22 @@ def _config_flags() -> list[_Flag]:
         if field.name in known:
             continue
         default = field.default
-        kind: Callable[[str], Any] = (
-            _seconds_or_off
-            if default is None
-            else _seconds
-            if isinstance(default, float)
-            else _count
-        )
+        kind: Callable[[str], Any]
+        metavar = "VALUE"
+        if default is None:
+            kind = _seconds_or_off
+        elif isinstance(default, bool):  # before int: a bool is an int
+            kind, metavar = _yes_no, "yes|no"
+        elif isinstance(default, float):
+            kind = _seconds
+        else:
+            kind = _count
         flags.append(
             _Flag(
                 field.name,
                 ("--" + field.name.replace("_", "-"),),
                 kind,
-                "VALUE",
+                metavar,
                 f"mio.Config.{field.name}",
             )
         )
@@ -292,15 +333,27 @@ def _config_flags() -> list[_Flag]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per :class:`mio.Config` field (group "session parameters")."""
+    """Add ``--peer`` and one flag per :class:`mio.Config` field (group "session
+    parameters")."""
     defaults = Config()
     group = parser.add_argument_group(
         "session parameters (mio.Config; sizes take K/M/G suffixes, powers of 1024)"
+    )
+    group.add_argument(
+        "--peer",
+        choices=sorted(PEER_PRESETS),
+        default="mio",
+        help="kind of peer the settings are for: mio (default: mio.Config()) or reference "
+        "(mio.Config.for_reference(): DATA frames of at most 128 bytes, 0xFFFFFF windows, "
+        "--send-resets no, for an unconfigured reference Go peer); the flags below "
+        "override the preset (the defaults they show are mio's)",
     )
     for flag in _config_flags():
         default = getattr(defaults, flag.field)
         if default is None:
             shown = "off"
+        elif isinstance(default, bool):
+            shown = "yes" if default else "no"
         elif flag.type is parse_size:
             shown = _human_size(default)
         else:
@@ -316,8 +369,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The :class:`Config` described by the flags of :func:`add_config_arguments` (fields
-    whose flag was not given keep their defaults).
+    """The :class:`Config` described by the flags of :func:`add_config_arguments`: the
+    ``--peer`` preset (``Config()`` or ``Config.for_reference()``) with every flag given
+    applied over it (fields whose flag was not given keep the preset's value).
 
     Raises:
         ValueError: the combination is invalid (the message names the field).
@@ -328,7 +382,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         for field in dataclasses.fields(Config)
         if f"cfg_{field.name}" in given
     }
-    return Config(**changes)
+    preset = PEER_PRESETS[getattr(args, "peer", None) or "mio"]
+    if preset is Config:
+        return Config(**changes)
+    return Config.for_reference(**changes)
 
 
 # ---------------------------------------------------------------------------- logging
@@ -372,6 +429,7 @@ def setup_logging(args: argparse.Namespace) -> None:
 async def _echo_main(args: argparse.Namespace, config: Config) -> int:
     import mio
 
+    budget = mio.MemoryBudget(args.memory_limit)
     host, port = args.listen
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -422,6 +480,8 @@ async def _echo_main(args: argparse.Namespace, config: Config) -> int:
             port,
             config=config,
             session_handler=on_session,
+            budget=budget,
+            max_sessions=args.max_sessions,
             reuse_address=True,
             backlog=args.backlog,
         )
@@ -450,6 +510,9 @@ async def _echo_main(args: argparse.Namespace, config: Config) -> int:
         counts["streams"],
         counts["bytes"],
     )
+    refused = server.stats["refused"]
+    if refused:
+        log.info("%d connections were refused (over --max-sessions %s)", refused, args.max_sessions)
     return 0
 
 
@@ -460,6 +523,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         args._parser.error(str(exc))
+    if args.memory_limit < 1:
+        args._parser.error("--memory-limit must be positive")
     loop = args.loop
     if loop == "uvloop":
         from ._bench.common import loop_available
@@ -575,6 +640,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["asyncio", "uvloop"],
         default="asyncio",
         help="event loop (default asyncio; uvloop needs the uvloop package)",
+    )
+    limits = echo.add_argument_group("server limits")
+    limits.add_argument(
+        "--max-sessions",
+        type=_count_or_off,
+        default=DEFAULT_MAX_SESSIONS,
+        metavar="N|off",
+        help="most sessions at a time; a connection over it gets FIN REFUSED and is closed "
+        f"(refusals logged at most every 10 s) (default {DEFAULT_MAX_SESSIONS})",
+    )
+    limits.add_argument(
+        "--memory-limit",
+        type=parse_size,
+        default=DEFAULT_SERVER_MEMORY,
+        metavar="BYTES",
+        help="unread inbound data held over all sessions (the server's shared "
+        "mio.MemoryBudget); over it every session stops reading until the streams are "
+        f"read (default {_human_size(DEFAULT_SERVER_MEMORY)})",
     )
     add_config_arguments(echo)
     add_logging_arguments(echo)

@@ -43,7 +43,7 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from os import PathLike
 from types import TracebackType
 from typing import Any, cast
@@ -66,27 +66,16 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
         f"mio.quic needs aioquic >= 1.0, an optional dependency: pip install 'mio[quic]' ({_exc})"
     ) from _exc
 
-from ._readside import ReadSide
+from ._core import SessionCore, StreamCore, reset_error_class
 from .api import SessionTracker
 from .config import Config
 from .errors import (
     MioError,
     SessionClosedError,
-    StreamCancelledError,
     StreamClosedError,
-    StreamRefusedError,
     StreamResetError,
 )
 from .wire import ErrorCode
-
-
-def _reset_error_class(code: int) -> type[StreamResetError]:
-    if code == ErrorCode.REFUSED:
-        return StreamRefusedError
-    if code == ErrorCode.CANCEL:
-        return StreamCancelledError
-    return StreamResetError
-
 
 __all__ = (
     "ALPN",
@@ -156,7 +145,7 @@ def make_configuration(
 
 
 # ---------------------------------------------------------------------- streams
-class QuicStream(ReadSide):
+class QuicStream(StreamCore):
     """One bidirectional QUIC stream with the :class:`mio.abc.Stream` interface.
 
     Obtained from :meth:`QuicSession.open_stream`, :meth:`QuicSession.accept_stream` or a
@@ -280,11 +269,6 @@ class QuicStream(ReadSide):
         self._quic.send_stream_data(self._id, cast(bytes, data))
         self._session._transmit_soon()
 
-    def writelines(self, data: Iterable[BytesLike]) -> None:
-        """Write every buffer of ``data`` in order."""
-        for item in data:
-            self.write(item)
-
     def _unacked(self) -> int:
         qs = self._quic._streams.get(self._id)
         if qs is None:
@@ -311,11 +295,6 @@ class QuicStream(ReadSide):
             self._session._transmit_soon()
             await asyncio.shield(fut)
 
-    async def send(self, data: BytesLike) -> None:
-        """``write(data)`` then ``drain()``."""
-        self.write(data)
-        await self.drain()
-
     def _wake_drain(self) -> None:
         fut = self._drain_waiter
         if fut is not None:
@@ -331,10 +310,6 @@ class QuicStream(ReadSide):
         self._quic.send_stream_data(self._id, b"", end_stream=True)
         self._session._fin_watch.add(self)
         self._session._transmit_soon()
-
-    def can_write_eof(self) -> bool:
-        """Always true: streams support half-close."""
-        return True
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
@@ -423,23 +398,6 @@ class QuicStream(ReadSide):
         self._local_done = True
         self._remote_end(None)
 
-    async def __aenter__(self) -> QuicStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and not isinstance(exc, MioError):
-            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
-            self.reset(ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR)
-            return
-        self.close()
-        if exc is None:
-            await self.wait_closed()
-
     # ------------------------------------------------------------------ session side
     def _feed(self, data: bytes, end: bool) -> None:
         if data and not self._eof:
@@ -479,7 +437,7 @@ class QuicStream(ReadSide):
         if code == ErrorCode.NO_ERROR:
             self._remote_end(None)  # what arrived stays readable, then end of stream
             return
-        error = _reset_error_class(code)(self._id, code, remote=True)
+        error = reset_error_class(code)(self._id, code, remote=True)
         self._fail_read(error)
         # A MIO reset aborts both directions: stop ours too (a mio.quic peer has sent
         # STOP_SENDING along with RESET_STREAM anyway).
@@ -497,7 +455,7 @@ class QuicStream(ReadSide):
             )
             error = StreamClosedError(message, ErrorCode.NO_ERROR)
         else:
-            error = _reset_error_class(code)(self._id, code, remote=True)
+            error = reset_error_class(code)(self._id, code, remote=True)
         self._fail_write(error)
         if self._eof:
             self._session._finish(self)
@@ -606,11 +564,13 @@ def _install_receive_flow_control(quic: QuicConnection, session: QuicSession) ->
 
 
 # ---------------------------------------------------------------------- sessions
-class QuicSession:
+class QuicSession(SessionCore[QuicStream]):
     """One QUIC connection with the :class:`mio.abc.Session` interface.
 
     Made by :func:`connect` and :func:`serve`; do not construct it directly.
     """
+
+    _repr_name = "mio.quic.QuicSession"
 
     def __init__(
         self,
@@ -657,31 +617,6 @@ class QuicSession:
 
     # ------------------------------------------------------------------ public API
     @property
-    def is_client(self) -> bool:
-        """True on the side that dialed."""
-        return self._client
-
-    @property
-    def config(self) -> Config:
-        """The session's parameters."""
-        return self._config
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the session ended (closed locally or by the peer, or lost)."""
-        return self._closed
-
-    @property
-    def close_error(self) -> SessionClosedError | None:
-        """Why the session ended, or None while it is open."""
-        return self._close_error
-
-    @property
-    def stream_count(self) -> int:
-        """Streams currently open on this session."""
-        return len(self._streams)
-
-    @property
     def quic(self) -> QuicConnection:
         """aioquic's connection object (for what this API does not cover)."""
         return self._quic
@@ -727,32 +662,6 @@ class QuicSession:
         self._streams[sid] = stream
         self._local_count += 1
         return stream
-
-    async def accept_stream(self) -> QuicStream:
-        """Wait for the next stream the peer opens.
-
-        Raises:
-            SessionClosedError: the session ended (or is closing) and none is queued.
-        """
-        queue = self._accept_queue
-        while not queue:
-            self._check_open()
-            fut = self._accept_waiter
-            if fut is None or fut.done():
-                fut = self._accept_waiter = self._loop.create_future()
-            await asyncio.shield(fut)
-        return queue.popleft()
-
-    def __aiter__(self) -> AsyncIterator[QuicStream]:
-        return self._iter_streams()
-
-    async def _iter_streams(self) -> AsyncIterator[QuicStream]:
-        while True:
-            try:
-                stream = await self.accept_stream()
-            except SessionClosedError:
-                return
-            yield stream
 
     def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Close now: CONNECTION_CLOSE with application error ``code``.
@@ -802,23 +711,6 @@ class QuicSession:
         """Wait until the connection is terminated (after QUIC's closing period)."""
         await asyncio.shield(self._terminated)
 
-    async def __aenter__(self) -> QuicSession:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(ErrorCode.NO_ERROR if exc is None else ErrorCode.INTERNAL_ERROR)
-        await self.wait_closed()
-
-    def __repr__(self) -> str:
-        side = "client" if self._client else "server"
-        state = "closed" if self._closed else "open"
-        return f"<mio.quic.QuicSession {side} {state} streams={len(self._streams)}>"
-
     # ------------------------------------------------------------------ events
     def _on_event(self, event: _ev.QuicEvent) -> None:
         if isinstance(event, _ev.StreamDataReceived):
@@ -829,9 +721,8 @@ class QuicSession:
             stream = self._stream_for(event.stream_id)
             if stream is not None:
                 stream._on_reset(event.error_code)
-                task = stream._handler_task
-                if event.error_code == ErrorCode.CANCEL and task is not None:
-                    task.cancel()  # the peer gave up: so does the handler serving it
+                if event.error_code == ErrorCode.CANCEL:
+                    self._cancel_handler_of(stream)
         elif isinstance(event, _ev.StopSendingReceived):
             stream = self._stream_for(event.stream_id)
             if stream is not None:
@@ -876,9 +767,7 @@ class QuicSession:
         self._streams[sid] = stream
         handler = self._handler
         if handler is not None:
-            task = self._loop.create_task(self._run_handler(handler, stream))
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_done)
+            self._start_handler(handler, stream)
         else:
             self._accept_queue.append(stream)
             self._wake_accept()
@@ -893,24 +782,8 @@ class QuicSession:
                 for old in [s for s in retired if s not in live]:
                     del retired[old]
 
-    async def _run_handler(self, handler: QuicStreamHandler, stream: QuicStream) -> None:
-        stream._handler_task = asyncio.current_task()
-        try:
-            await handler(stream)
-        except asyncio.CancelledError:
-            if not self._closed:
-                stream.reset(ErrorCode.CANCEL)
-            raise
-        except MioError as exc:  # the stream or session died under the handler: not a bug
-            log.debug("stream handler on stream %d ended by %s", stream.id, repr(exc))
-            stream.reset(ErrorCode.INTERNAL_ERROR)
-        except Exception:
-            log.exception("stream handler failed on stream %d", stream.id)
-            stream.reset(ErrorCode.INTERNAL_ERROR)
-        else:
-            stream.close()
-        finally:
-            stream._handler_task = None
+    def _abandon(self, stream: QuicStream, code: int) -> None:
+        stream.reset(code)
 
     def _after_io(self) -> None:
         """After aioquic processed datagrams or a timer: wake what ACKs/limits released."""
@@ -976,22 +849,6 @@ class QuicSession:
         if not self._closed:
             self._endpoint._transmit_soon()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self._close_error or SessionClosedError()
-        if self._closing:
-            raise SessionClosedError("session is closing")
-
-    def _wake_accept(self) -> None:
-        fut = self._accept_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def _wake_open(self) -> None:
-        fut = self._open_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
     def _finish(self, stream: QuicStream) -> None:
         if stream._finished:
             return
@@ -1028,23 +885,7 @@ class QuicSession:
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
-        if local:
-            self._cancel_handlers()
-        elif self._handler_tasks:
-            self._handlers_deadline = self._loop.call_later(
-                self._config.close_timeout, self._cancel_handlers
-            )
-
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._handler_tasks.discard(task)
-        if not self._handler_tasks and self._handlers_deadline is not None:
-            self._handlers_deadline.cancel()
-            self._handlers_deadline = None
-
-    def _cancel_handlers(self) -> None:
-        self._handlers_deadline = None
-        for task in list(self._handler_tasks):
-            task.cancel()
+        self._end_handlers(local=local)
 
     def _keepalive_tick(self) -> None:
         interval = self._config.keepalive_interval

@@ -10,23 +10,22 @@ once per event-loop iteration (or as soon as it holds 64 KiB), so many frames co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import ModuleType, TracebackType
+from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any, Literal, overload
 
 from . import _impl
+from ._core import SessionCore
 from .budget import MemoryBudget
 from .config import Config
 from .errors import (
     FlowControlError,
     FrameError,
-    MioError,
     SessionClosedError,
     StreamLimitError,
     StreamResetError,
@@ -107,7 +106,7 @@ def _code_name(code: int) -> str:
         return f"code {code}"
 
 
-class Session(asyncio.BufferedProtocol):
+class Session(SessionCore[Stream], asyncio.BufferedProtocol):
     """One MIO session: many streams over one transport.
 
     Usually made by :func:`mio.connect`, :func:`mio.serve`, :func:`mio.pipe` or the other
@@ -179,8 +178,6 @@ class Session(asyncio.BufferedProtocol):
         self.streams_refused = 0
         self.streams_shed = 0
         self.read_pauses = 0
-        if budget is not None:
-            budget._attach(self)
         self._recent_resets: dict[int, None] = {}
         self._accept_queue: deque[Stream] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -211,31 +208,6 @@ class Session(asyncio.BufferedProtocol):
         self.frames_sent = 0
 
     # ------------------------------------------------------------------ public API
-    @property
-    def is_client(self) -> bool:
-        """True on the side that dialed (odd stream ids)."""
-        return self._client
-
-    @property
-    def config(self) -> Config:
-        """The session's protocol parameters."""
-        return self._config
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the session ended (FIN sent or received, or the transport is gone)."""
-        return self._closed
-
-    @property
-    def stream_count(self) -> int:
-        """Streams currently open on this session (in the stream table)."""
-        return len(self._streams)
-
-    @property
-    def close_error(self) -> SessionClosedError | None:
-        """Why the session ended, or None while it is open."""
-        return self._close_error
-
     @property
     def memory(self) -> dict[str, int]:
         """What this session holds for its peer now, in bytes.
@@ -268,11 +240,6 @@ class Session(asyncio.BufferedProtocol):
     def resets_received_by_code(self) -> dict[int, int]:
         """RST frames received, by error code (for known and unknown streams)."""
         return dict(self._resets_in)
-
-    @property
-    def streams(self) -> tuple[Stream, ...]:
-        """The streams currently open on this session (in the stream table)."""
-        return tuple(self._streams.values())
 
     @property
     def is_reading_paused(self) -> bool:
@@ -349,33 +316,6 @@ class Session(asyncio.BufferedProtocol):
         self._send_frame(sid, window, _KIND_OPEN)
         return stream
 
-    async def accept_stream(self) -> Stream:
-        """Wait for the next stream the peer opens.
-
-        Raises:
-            SessionClosedError: the session ended (or is closing) and no stream is queued.
-        """
-        queue = self._accept_queue
-        while not queue:
-            self._check_open()
-            fut = self._accept_waiter
-            if fut is None or fut.done():
-                fut = self._accept_waiter = self._loop.create_future()
-            self._reader_waits()
-            await asyncio.shield(fut)
-        return queue.popleft()
-
-    def __aiter__(self) -> AsyncIterator[Stream]:
-        return self._iter_streams()
-
-    async def _iter_streams(self) -> AsyncIterator[Stream]:
-        while True:
-            try:
-                stream = await self.accept_stream()
-            except SessionClosedError:
-                return
-            yield stream
-
     def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Close now: send FIN with ``code`` after what is queued, then close the transport.
 
@@ -394,8 +334,7 @@ class Session(asyncio.BufferedProtocol):
         if not self._closed:
             self._closing = True
             self._wake_accept()
-            if self._open_waiter is not None and not self._open_waiter.done():
-                self._open_waiter.set_result(None)
+            self._wake_open()
             if self._streams:
                 fut = self._idle_waiter = self._loop.create_future()
                 try:
@@ -415,45 +354,13 @@ class Session(asyncio.BufferedProtocol):
         """
         await asyncio.shield(self._closed_waiter)
 
-    @contextlib.asynccontextmanager
-    async def graceful(self, timeout: float | None = None) -> AsyncIterator[Session]:
-        """``async with session.graceful():`` closes gracefully on a normal exit
-        (:meth:`aclose`: no new streams, open ones get ``timeout``, default
-        ``config.close_timeout``, to finish, then FIN) and at once on an exception (FIN
-        ``CANCEL`` when cancelled, ``INTERNAL_ERROR`` otherwise).
-
-        Plain ``async with session:`` always closes at once: FIN ``NO_ERROR`` after what is
-        queued (``INTERNAL_ERROR`` on an exception); streams still open end with
-        :class:`SessionClosedError`.
-        """
-        try:
-            yield self
-        except BaseException as exc:
-            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
-            self.close(ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR)
-            raise
-        await self.aclose(timeout=timeout)
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(ErrorCode.NO_ERROR if exc is None else ErrorCode.INTERNAL_ERROR)
-        await self.wait_closed()
-
-    def __repr__(self) -> str:
-        side = "client" if self._client else "server"
-        state = "closed" if self._closed else "open"
-        return f"<mio.Session {side} {state} streams={len(self._streams)}>"
-
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._budget is not None:
+            # Joined only once connected: a connection whose TLS handshake fails never
+            # gets here (nor closes its session), and must not stay counted.
+            self._budget._attach(self)
         set_limits = getattr(transport, "set_write_buffer_limits", None)
         if set_limits is not None:
             try:
@@ -736,9 +643,8 @@ class Session(asyncio.BufferedProtocol):
             if stream is not None:
                 stream._on_reset(value)
                 self._finish(stream)
-                task = stream._handler_task
-                if value == ErrorCode.CANCEL and task is not None:
-                    task.cancel()  # the peer gave up: so does the handler serving it
+                if value == ErrorCode.CANCEL:
+                    self._cancel_handler_of(stream)
             # never answer an RST with an RST
         elif kind == _KIND_FIN:
             self._on_fin(value)
@@ -775,7 +681,7 @@ class Session(asyncio.BufferedProtocol):
             # The stream counts against max_streams until its handler is done too, so a
             # peer that opens and resets in a loop cannot pile up handler tasks.
             stream._handled = True
-            self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
+            self._start_handler(handler, stream)
         else:
             self._accept_queue.append(stream)
             self._wake_accept()
@@ -783,7 +689,11 @@ class Session(asyncio.BufferedProtocol):
     def _on_fin(self, code: int) -> None:
         if self._closed:
             return
-        error = SessionClosedError(f"peer closed the session with {_code_name(code)}", code)
+        if code == ErrorCode.REFUSED:
+            message = "peer closed the session with REFUSED (it refused it: a session limit?)"
+        else:
+            message = f"peer closed the session with {_code_name(code)}"
+        error = SessionClosedError(message, code)
         self._shutdown(error, abort=False)
 
     def _foreign(self, first: bytes | memoryview) -> bool:
@@ -811,28 +721,10 @@ class Session(asyncio.BufferedProtocol):
         self._answer_rst(stream._id, code)
         self._finish(stream)
 
-    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
-        stream._handler_task = asyncio.current_task()
-        try:
-            await handler(stream)
-        except asyncio.CancelledError:
-            if not self._closed:
-                self._abandon(stream, ErrorCode.CANCEL)
-            raise
-        except MioError as exc:  # the stream or session died under the handler: not a bug
-            log.debug("stream handler on stream %d ended by %s", stream._id, repr(exc))
-            self._abandon(stream, ErrorCode.INTERNAL_ERROR)
-        except Exception:
-            log.exception("stream handler failed on stream %d", stream._id)
-            self._abandon(stream, ErrorCode.INTERNAL_ERROR)
-        else:
-            stream.close()
-        finally:
-            stream._handled = False
-            stream._handler_task = None
-            if stream._finished:
-                self._remote_count -= 1
-            self._handler_done(asyncio.current_task())  # type: ignore[arg-type]
+    def _handler_finished(self, stream: Stream) -> None:
+        stream._handled = False
+        if stream._finished:
+            self._remote_count -= 1
 
     def _abandon(self, stream: Stream, code: int) -> None:
         """End a stream given up on (a failed or cancelled handler, a cancelled
@@ -853,25 +745,12 @@ class Session(asyncio.BufferedProtocol):
             del self._streams[sid]
             if stream._outbound:
                 self._local_count -= 1
-                fut = self._open_waiter
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
+                self._wake_open()
             elif not stream._handled:
                 self._remote_count -= 1
         stream._on_finished()
         if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self._close_error or SessionClosedError()
-        if self._closing:
-            raise SessionClosedError("session is closing")
-
-    def _wake_accept(self) -> None:
-        fut = self._accept_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
     def _shutdown(self, error: SessionClosedError, *, abort: bool, local: bool = False) -> None:
         """End the session: every stream ends with ``error``, the transport is closed.
@@ -891,18 +770,12 @@ class Session(asyncio.BufferedProtocol):
             stream._on_session_closed(error)
             self._finish(stream)
         self._wake_accept()
-        if self._open_waiter is not None and not self._open_waiter.done():
-            self._open_waiter.set_result(None)
+        self._wake_open()
         for handle in (self._keepalive_handle, self._idle_handle, self._relieve_handle):
             if handle is not None:
                 handle.cancel()
         self._keepalive_handle = self._idle_handle = self._relieve_handle = None
-        if local:
-            self._cancel_handlers()
-        elif self._handler_tasks:
-            self._handlers_deadline = self._loop.call_later(
-                self._config.close_timeout, self._cancel_handlers
-            )
+        self._end_handlers(local=local)
         transport = self._transport
         if transport is None:
             if not self._closed_waiter.done():
@@ -911,18 +784,6 @@ class Session(asyncio.BufferedProtocol):
             transport.abort()
         else:
             self._close_transport(transport)
-
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._handler_tasks.discard(task)
-        if not self._handler_tasks and self._handlers_deadline is not None:
-            # The last handler is done: the timer must not keep the closed session alive.
-            self._handlers_deadline.cancel()
-            self._handlers_deadline = None
-
-    def _cancel_handlers(self) -> None:
-        self._handlers_deadline = None
-        for task in list(self._handler_tasks):
-            task.cancel()
 
     def _close_transport(self, transport: asyncio.Transport) -> None:
         self._flush()

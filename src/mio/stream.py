@@ -12,18 +12,13 @@ import asyncio
 import collections
 import socket
 import ssl
-from collections.abc import Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from ._readside import ReadSide
+from ._core import StreamCore, reset_error_class
 from .errors import (
     FlowControlError,
-    MioError,
     SessionClosedError,
-    StreamCancelledError,
     StreamClosedError,
-    StreamRefusedError,
     StreamResetError,
 )
 from .wire import ErrorCode
@@ -39,7 +34,7 @@ _SMALL_PIECE = 512
 _TAIL_LIMIT = 64 * 1024
 
 
-class Stream(ReadSide):
+class Stream(StreamCore):
     """A bidirectional byte stream, with the asyncio ``StreamReader``/``StreamWriter`` vocabulary.
 
     Obtain one from :meth:`Session.open_stream` or :meth:`Session.accept_stream` (or a
@@ -305,11 +300,6 @@ class Stream(ReadSide):
                 self._session._send_data(self._id, memoryview(data)[:take])
             self._queue(data, take)
 
-    def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Write every buffer of ``data`` in order."""
-        for item in data:
-            self.write(item)
-
     def _queue(self, data: bytes | memoryview, start: int) -> None:
         if type(data) is bytes:
             rest: bytes | memoryview = memoryview(data)[start:] if start else data
@@ -346,10 +336,6 @@ class Stream(ReadSide):
         if not self._pending:
             self._end_local()
 
-    def can_write_eof(self) -> bool:
-        """Always true: streams support half-close."""
-        return True
-
     def _end_local(self) -> None:
         self._local_ended = True
         self._session._send_eof(self._id)
@@ -378,11 +364,6 @@ class Stream(ReadSide):
                 fut = self._drain_waiter = self._loop.create_future()
             # shielded: a cancelled drain() must not cancel other drainers' future
             await asyncio.shield(fut)
-
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """``write(data)`` then ``drain()``."""
-        self.write(data)
-        await self.drain()
 
     def _wake_drain(self) -> None:
         fut = self._drain_waiter
@@ -529,25 +510,6 @@ class Stream(ReadSide):
             self._drop_pending()
         session._finish(self)
 
-    async def __aenter__(self) -> Stream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and not isinstance(exc, MioError):
-            # Cancelled (a deadline, task cancellation): the peer sees a CANCEL, not a crash.
-            cancelled = isinstance(exc, (asyncio.CancelledError, TimeoutError))
-            code = ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR
-            self._session._abandon(self, code)
-            return
-        self.close()
-        if exc is None:
-            await self.wait_closed()
-
     # ------------------------------------------------------------------ session side
     def _feed(self, data: bytes, end: bool) -> None:
         """Payload of a DATA frame (or a piece of one) arrived from the peer."""
@@ -606,14 +568,7 @@ class Stream(ReadSide):
             message = f"stream {self._id}: the peer closed it (RST NO_ERROR) and reads no more"
             self._fail(None, StreamClosedError(message, ErrorCode.NO_ERROR))
         else:
-            cls = (
-                StreamRefusedError
-                if code == ErrorCode.REFUSED
-                else StreamCancelledError
-                if code == ErrorCode.CANCEL
-                else StreamResetError
-            )
-            error = cls(self._id, code, remote=True)
+            error = reset_error_class(code)(self._id, code, remote=True)
             self._fail(error, error)
 
     def _fail(self, read_error: BaseException | None, write_error: BaseException) -> None:

@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ..api import connect
 from ..config import Config
@@ -215,7 +216,7 @@ class Link:
         opts = self.options
         verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         handler = functools.partial(self._serve, verdict) if self._handler is not None else None
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if opts.ssl is not None:
             kwargs["ssl_handshake_timeout"] = opts.auth_timeout
             if opts.server_name:

@@ -109,7 +109,7 @@ class Relay:
         config = Config()
         if opts.keepalive:
             config = Config(keepalive_interval=opts.keepalive, idle_timeout=3 * opts.keepalive)
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if opts.ssl is not None:
             kwargs["ssl_handshake_timeout"] = opts.auth_timeout
         self._server = await serve(
