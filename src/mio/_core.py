@@ -276,7 +276,8 @@ class SessionCore(Generic[S]):
     async def _run_handler(self, handler: Callable[[S], Awaitable[None]], stream: S) -> None:
         """Run a stream handler: returning closes the stream, raising resets it with
         ``INTERNAL_ERROR``, a cancellation with ``CANCEL``."""
-        stream._handler_task = asyncio.current_task()  # type: ignore[attr-defined]
+        task = asyncio.current_task()
+        stream._handler_task = task  # type: ignore[attr-defined]
         try:
             await handler(stream)
         except asyncio.CancelledError:
@@ -294,7 +295,7 @@ class SessionCore(Generic[S]):
         finally:
             stream._handler_task = None  # type: ignore[attr-defined]
             self._handler_finished(stream)
-            self._handler_done(asyncio.current_task())  # type: ignore[arg-type]
+            self._handler_done(task)  # type: ignore[arg-type]
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handler_tasks.discard(task)

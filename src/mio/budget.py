@@ -97,7 +97,7 @@ class MemoryBudget:
         self._held = held
         if held > self._peak:
             self._peak = held
-        if delta < 0 and self._paused and held <= (self._limit * 3) >> 2:
+        elif self._paused and delta < 0 and held <= (self._limit * 3) >> 2:
             paused, self._paused = self._paused, set()
             for session in paused:
                 session._budget_resumed()

@@ -479,23 +479,28 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             delta = held - self._charged
             if delta:
                 self._charged = held
-                budget._adjust(delta)
-            if (
-                budget._over
-                and held >= budget._fair_share
-                and not self._read_paused & _PAUSED_BUDGET
-            ):
-                # Only the sessions holding more than their share stop: one session
-                # filling the budget must not stall the others.
-                budget._pause(self)
-                self._pause_reading(_PAUSED_BUDGET)
+                if delta > 0:  # Budget._adjust's growing case, inlined (once per read)
+                    total = budget._held = budget._held + delta
+                    if total > budget._peak:
+                        budget._peak = total
+                else:
+                    budget._adjust(delta)
+                if (
+                    budget._held >= budget._limit
+                    and held >= budget._fair_share
+                    and not self._read_paused & _PAUSED_BUDGET
+                ):
+                    # Only the sessions holding more than their share stop: one session
+                    # filling the budget must not stall the others.
+                    budget._pause(self)
+                    self._pause_reading(_PAUSED_BUDGET)
         # Responses queued for a peer that does not read its own input count too: reading
         # more from it only makes the application produce more of them.
         if self._write_paused:
             held += self._queued_peer
         if held >= self._mem_limit:
             self._pause_reading(_PAUSED_MEMORY)
-        elif held <= self._resume_mark:
+        elif self._read_paused & _PAUSED_MEMORY and held <= self._resume_mark:
             self._resume_reading(_PAUSED_MEMORY)
         if self._read_paused & (_PAUSED_MEMORY | _PAUSED_BUDGET) and self._input_wanted():
             self._reader_waits()
@@ -745,7 +750,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             del self._streams[sid]
             if stream._outbound:
                 self._local_count -= 1
-                self._wake_open()
+                fut = self._open_waiter
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
             elif not stream._handled:
                 self._remote_count -= 1
         stream._on_finished()

@@ -232,37 +232,45 @@ class Stream(StreamCore):
                     del first[:end]  # compact a mostly-read bytearray (amortized)
                     end = 0
                 self._head = end
-        elif not head and n == avail and type(first) is bytes:
-            chunks.popleft()
-            data = first  # a whole payload: no copy
+        elif not head and (n == avail or len(chunks) == 1):
+            chunks.popleft()  # the whole first chunk, all there is or all that was asked
+            data = first if type(first) is bytes else bytes(first)
         else:
-            parts: list[bytes] = []
+            # Views, not copies: the join below is the one copy (the views die with
+            # ``parts``, so a bytearray left at the head is not pinned).
+            parts: list[bytes | bytearray | memoryview] = []
             got = 0
             while chunks and got < n:
                 part = chunks[0]
                 plen = len(part) - head
                 if got + plen <= n:
                     chunks.popleft()
-                    if head or type(part) is not bytes:
-                        with memoryview(part) as view:
-                            parts.append(view[head:].tobytes())
-                    else:
-                        parts.append(part)
+                    parts.append(memoryview(part)[head:] if head else part)
                     got += plen
                     head = 0
                 else:
-                    with memoryview(part) as view:
-                        parts.append(view[head : head + n - got].tobytes())
+                    parts.append(memoryview(part)[head : head + n - got])
                     head += n - got
                     got = n
             self._head = head
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            first = parts[0]
+            data = first if len(parts) == 1 and type(first) is bytes else b"".join(parts)
         taken = len(data)
         self._size -= taken
-        self._session._release(taken)
+        session = self._session
+        budget = session._budget
+        if not session._read_paused and (budget is None or not budget._paused):
+            # Session._release when nobody waits for memory to free up, inlined.
+            session._held_in -= taken
+            session._released += taken
+            if budget is not None:
+                session._charged -= taken
+                budget._held -= taken
+        else:
+            session._release(taken)
         inc = self._recv.consume(taken)
         if inc and not self._eof:
-            self._session._send_window_update(self._id, inc)
+            session._send_window_update(self._id, inc)
         return data
 
     # ------------------------------------------------------------------ writing
@@ -618,4 +626,6 @@ class Stream(StreamCore):
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        self._resolve_closed()
+        fut = self._finished_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
