@@ -9,6 +9,7 @@ from ._impl import EXTENSIONS_ACTIVE
 from ._version import __version__
 from .api import (
     Server,
+    SessionHandler,
     connect,
     connect_unix,
     pipe,
@@ -31,7 +32,7 @@ from .errors import (
     StreamRefusedError,
     StreamResetError,
 )
-from .session import Session
+from .session import Session, StreamHandler
 from .stream import Stream
 from .wire import ErrorCode, Flag, FrameKind
 
@@ -43,6 +44,8 @@ __all__ = (
     "Session",
     "Stream",
     "Server",
+    "StreamHandler",
+    "SessionHandler",
     "connect",
     "serve",
     "connect_unix",

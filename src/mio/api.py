@@ -39,6 +39,20 @@ LOG_INTERVAL = 10.0
 ACCEPT_RETRY_DELAY = 0.5
 
 
+#: OpenSSL's reasons when the other end does not speak TLS at all.
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"}
+)
+
+
+def _not_tls(exc: BaseException) -> bool:
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return False
+    if isinstance(exc, _ssl.SSLError):
+        return getattr(exc, "reason", None) in _NOT_TLS_REASONS
+    return True  # reset during the handshake
+
+
 async def connect(
     host: str,
     port: int,
@@ -60,13 +74,24 @@ async def connect(
     :class:`~mio.SessionClosedError` with ``code == ErrorCode.REFUSED``.
     """
     loop = asyncio.get_running_loop()
-    _, session = await loop.create_connection(
-        lambda: Session(client=True, config=config, handler=handler, budget=budget),
-        host,
-        port,
-        ssl=ssl,
-        **kwargs,
-    )
+    try:
+        _, session = await loop.create_connection(
+            lambda: Session(client=True, config=config, handler=handler, budget=budget),
+            host,
+            port,
+            ssl=ssl,
+            **kwargs,
+        )
+    except (ConnectionResetError, _ssl.SSLError) as exc:
+        if not ssl or not _not_tls(exc):
+            raise
+        # What asyncio raises when the server does not speak TLS says nothing useful
+        # (often an empty ConnectionResetError): say what probably happened.
+        detail = str(exc) or type(exc).__name__
+        raise ConnectionResetError(
+            f"TLS handshake with {host}:{port} failed ({detail}): "
+            "does the server speak TLS (is TLS enabled on one side only)?"
+        ) from exc
     return session
 
 

@@ -34,10 +34,13 @@ class Config:
             the bytes actually held reach this limit the session stops reading from its
             transport until the application reads; a reader left waiting meanwhile makes
             the session reset the unread stream holding the most (``RESOURCE_LIMIT``), so
-            the application never deadlocks (docs/PROTOCOL.md, "Memory"). 64 MiB: a bulk
-            stream needs its auto-tuned ``max_window`` (1 MiB) and W1-W4 never hold more
-            than a few MiB, so 64 bulk streams read at full speed side by side, while a
-            peer that fills streams nobody reads is held to 64 MiB.
+            the application never deadlocks (docs/PROTOCOL.md, "Memory"). 64 MiB: a stream
+            whose reader keeps up holds at most its window, and a bulk stream needs its
+            auto-tuned ``max_window`` (1 MiB; bulk throughput within ~10% of 16 MiB, see
+            ``max_window``), so 64 bulk streams read at full speed side by side while a peer
+            filling streams nobody reads is held to 64 MiB; the reference's 1000 x 100 round
+            trips hold a few KiB (tests/test_reference_defaults.py), and W1-W4 stay far
+            below it by construction (one bulk stream of at most 1 MiB, small messages).
         max_frame_size: largest DATA payload this side sends. 64 KiB: one frame per typical
             64 KiB write; 16 KiB, 64 KiB and 256 KiB measured the same within noise, and a
             frame is the unit in which streams interleave, so smaller is fairer. Set it to

@@ -253,8 +253,8 @@ class Stream(StreamCore):
                     head += n - got
                     got = n
             self._head = head
-            first = parts[0]
-            data = first if len(parts) == 1 and type(first) is bytes else b"".join(parts)
+            only = parts[0]
+            data = only if len(parts) == 1 and type(only) is bytes else b"".join(parts)
         taken = len(data)
         self._size -= taken
         session = self._session
