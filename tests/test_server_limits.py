@@ -514,7 +514,8 @@ def test_accept_pauses_when_out_of_descriptors(loop_kind: str, fd_child: Child) 
             assert isinstance(elapsed, float)
             accept_errors = stats["accept_errors"]
             assert isinstance(accept_errors, int)
-            assert 2 <= accept_errors <= elapsed / api.ACCEPT_RETRY_DELAY + 2
+            # a rate, not a duration: at most one failed accept() per retry period
+            assert 1 <= accept_errors <= elapsed / api.ACCEPT_RETRY_DELAY + 2
         else:
             assert stats["logged"] == 0, stats
             assert stats["accept_errors"] == 0
