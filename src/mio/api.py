@@ -316,6 +316,7 @@ class _Acceptor:
 
     def _resume(self) -> None:
         self._retry = None
+        self._server._accept_resumes += 1
         self.start()
 
 
@@ -370,6 +371,7 @@ class Server(SessionTracker[Session]):
             "refused a connection from %s: %d sessions open (max_sessions %d)",
             "refused %d more connections in the last %g s (max_sessions reached)",
         )
+        self._accept_resumes = 0  # listeners restarted after a pause
         self._accept_errors = _RateLimitedLog(
             "accept() failed: %s; pausing accepts (retrying every %g s, %d connections open)",
             "accept() failed %d more times in the last %g s",
@@ -464,12 +466,14 @@ class Server(SessionTracker[Session]):
     def stats(self) -> dict[str, int]:
         """Counters: ``sessions`` open now, connections ``refused`` over ``max_sessions``,
         ``accept_errors`` (accepts that failed and paused the listener, e.g. EMFILE; mio
-        sees them on asyncio's selector loops only), and the shared budget's
+        sees them on asyncio's selector loops only), ``accept_resumes`` (listeners restarted
+        after such a pause), and the shared budget's
         ``memory_held``, ``memory_peak`` and ``memory_limit``."""
         return {
             "sessions": len(self._sessions),
             "refused": self._refusals.total,
             "accept_errors": self._accept_errors.total,
+            "accept_resumes": self._accept_resumes,
             "memory_held": self._budget.held,
             "memory_peak": self._budget.peak,
             "memory_limit": self._budget.limit,
