@@ -549,6 +549,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings = runner.settings_from_args(args, args._argv)
     except ValueError as exc:
         args._parser.error(str(exc))
+    if args.check and settings.preset != "full":
+        args._parser.error("--check needs the full sizes: the verdicts of --quick are indicative")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("")
@@ -568,7 +570,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     result = runner.run_bench(settings, progress)
     progress.finish()
-    print(summary.render(result.meta, result.records))
+    if args.markdown:
+        print(summary.render(result.meta, result.records))
+    else:
+        print(summary.render_terminal(result.meta, result.records, _columns()))
     if args.plot is not None:
         why = plot.plot(result.meta, result.records, args.plot)
         if why:
@@ -582,7 +587,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if result.failed:
         print(f"mio bench: {len(result.failed)} run(s) failed (see Notes)", file=sys.stderr)
         return 1
+    if args.check:
+        misses = summary.missed(result.meta, result.records)
+        for miss in misses:
+            print(f"mio bench: target {miss}", file=sys.stderr)
+        if misses:
+            return 3
     return 0
+
+
+def _columns() -> int:
+    """The terminal's width, at most 100 columns (100 when stdout is not a terminal)."""
+    import shutil
+
+    return min(100, shutil.get_terminal_size((100, 24)).columns)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -673,8 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
         "whose optional dependencies are missing are skipped with a note). Starts one server "
         "and one client process per system and event loop on 127.0.0.1, runs every workload "
         "in rounds (systems interleaved, so each ratio pairs two runs of the same round), "
-        "shows progress on stderr and prints a Markdown table of medians, min-max and the "
-        "target ratios on stdout. Exit code 1 if any run failed its data checks.",
+        "shows progress on stderr and prints a table of medians, min-max and the target "
+        "ratios on stdout (the full Markdown report with --markdown). Exit codes: 0 done, "
+        "1 a run failed its data checks, 2 bad arguments, 3 (with --check) a target was "
+        "missed or could not be measured, 130 interrupted.",
         epilog=runner.catalogue(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -692,6 +712,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.png",
         help="write a PNG plot (needs matplotlib)",
+    )
+    bench.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the full Markdown report (every metric, CPU, notes) instead of the "
+        "terminal table",
+    )
+    bench.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with code 3 when a target is missed or cannot be measured (full sizes "
+        "only: the verdicts of --quick are indicative)",
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     bench.set_defaults(func=cmd_bench, _parser=bench)

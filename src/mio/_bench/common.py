@@ -42,6 +42,11 @@ class Totals:
     fair_lead_s: float = 1.0
     #: W1: stop early (half-close) after this many seconds; None = always send ``bulk_bytes``
     bulk_max_s: float | None = None
+    #: repeat the workload (fresh connections each time) until this much timed work is done,
+    #: and report the median repetition: CPU figures and medians need seconds, not ticks
+    min_timed_s: float = 2.0
+    #: at most this many repetitions per run (start-up-dominated tiny runs)
+    max_reps: int = 50
     timeout: float = 55.0
 
     @property
@@ -64,6 +69,7 @@ PRESETS: dict[str, Totals] = {
         echo_roundtrips=5,
         fair_requests=600,
         fair_lead_s=0.2,
+        min_timed_s=0.0,
         timeout=20.0,
     ),
     # a few seconds for one system: the CLI's test-only smoke mode and worker warm-up
@@ -75,6 +81,7 @@ PRESETS: dict[str, Totals] = {
         echo_roundtrips=4,
         fair_requests=100,
         fair_lead_s=0.1,
+        min_timed_s=0.0,
         timeout=15.0,
     ),
 }
@@ -182,18 +189,24 @@ def optional_module(name: str) -> Any:
 class Meter:
     """Wall clock and CPU of the client (this process) and the server for the timed region.
 
+    CPU times come from ``time.process_time()`` (``CLOCK_PROCESS_CPUTIME_ID``: nanosecond
+    resolution, not the 10 ms ticks of ``/proc``): the client reads its own, and asks the
+    server for its own over the server's ``cpu`` control port (one loopback round trip
+    before the timed region starts and one after it ends). Without a control port the server
+    is read from ``/proc`` through psutil (10 ms ticks).
+
     Also estimates the CPU used by *other* processes meanwhile (the machine may be shared):
     ``foreign_cpu_pct`` from the system-wide counters (includes loopback softirq work that
-    the kernel charges to nobody), ``foreign_proc_pct`` from a per-process scan. Without
-    psutil only wall clock and the client's own CPU are reported.
+    the kernel charges to nobody), ``foreign_proc_pct`` from a per-process scan (both need
+    psutil).
     """
 
-    def __init__(self, server_pid: int = 0, ours: Iterable[int] = ()) -> None:
+    def __init__(self, server_pid: int = 0, ours: Iterable[int] = (), cpu_port: int = 0) -> None:
         psutil = optional_module("psutil")
         self._psutil: Any = psutil
-        self._me: Any = psutil.Process() if psutil else None
+        self._cpu_port = cpu_port
         self._srv: Any = None
-        if psutil and server_pid:
+        if psutil and server_pid and not cpu_port:
             try:
                 self._srv = psutil.Process(server_pid)
             except psutil.Error:
@@ -206,14 +219,16 @@ class Meter:
         self._o0: dict[int, tuple[float, float]] = {}
         self._foreign_proc = 0.0
 
+    @property
+    def has_server(self) -> bool:
+        return bool(self._cpu_port) or self._srv is not None
+
     def _cpu_self(self) -> float:
-        if self._me is not None:
-            c = self._me.cpu_times()
-            return float(c.user + c.system)
-        t = os.times()
-        return t.user + t.system
+        return time.process_time()
 
     def _cpu_srv(self) -> float:
+        if self._cpu_port:
+            return query_cpu(self._cpu_port)
         if self._srv is None:
             return 0.0
         try:
@@ -270,17 +285,46 @@ class Meter:
         server = self._s1 - self._s0
         out: dict[str, Any] = {
             "elapsed_s": round(el, 4),
-            "cpu_client_s": round(client, 3),
+            "cpu_client_s": round(client, 4),
             "cpu_client_pct": round(100 * client / el, 1),
         }
-        if self._srv is not None:
-            out["cpu_server_s"] = round(server, 3)
+        if self.has_server:
+            out["cpu_server_s"] = round(server, 4)
             out["cpu_server_pct"] = round(100 * server / el, 1)
         if self._psutil is not None:
             out["foreign_cpu_pct"] = round(100 * ((self._y1 - self._y0) - client - server) / el, 1)
             out["steal_pct"] = round(100 * (self._st1 - self._st0) / el, 1)
             out["foreign_proc_pct"] = round(100 * self._foreign_proc / el, 1)
         return out
+
+
+#: The server's answer on its ``cpu`` control port: its ``time.process_time()``.
+CPU_REPLY = struct.Struct("!d")
+
+
+def query_cpu(port: int) -> float:
+    """The CPU seconds the server process has used so far (blocking loopback round trip)."""
+    import socket
+
+    with socket.create_connection((HOST, port), timeout=5.0) as sock:
+        data = b""
+        while len(data) < CPU_REPLY.size:
+            chunk = sock.recv(CPU_REPLY.size - len(data))
+            if not chunk:
+                raise ConnectionError("cpu control port closed before answering")
+            data += chunk
+    return float(CPU_REPLY.unpack(data)[0])
+
+
+async def serve_cpu() -> int:
+    """Listen on the ``cpu`` control port (this process's CPU seconds, then close); its port."""
+
+    def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CPU_REPLY.pack(time.process_time()))
+        writer.close()
+
+    server = await asyncio.start_server(answer, HOST, 0)
+    return int(server.sockets[0].getsockname()[1])
 
 
 def busy_pct(interval: float = 0.5) -> float | None:

@@ -1,5 +1,8 @@
+# ruff: noqa: RUF001 - the target label uses the multiplication sign
 """PNG plot of a benchmark run (matplotlib, Agg backend): one panel per workload, bars per
-system and event loop at the median, whiskers from min to max over rounds, log scale."""
+system and event loop at the median, whiskers from min to max over rounds; throughput panels
+on a log scale (the systems differ by orders of magnitude), the W4 ratio on a linear one with
+its target line labelled. Value labels sit above the whiskers, with headroom for them."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ PANELS = (
     ("W4", "p99_ratio", "W4 fairness: p99 with bulk ÷ p99 alone (lower is better)"),
 )
 COLORS = {"asyncio": "#4c72b0", "uvloop": "#dd8452"}
+#: the W4 target (p99 with bulk ÷ p99 alone), drawn as a labelled line
+W4_TARGET = 1.5
 
 
 def plot(meta: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) -> str | None:
@@ -33,7 +38,7 @@ def plot(meta: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) ->
     if not panels:
         return "no results to plot"
     loops = [lp for lp in ("asyncio", "uvloop") if any(r["loop"] == lp for r in index.records)]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.9 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.1 * len(panels)), squeeze=False)
     width = 0.8 / max(len(loops), 1)
     for ax, (w, key, title) in zip(axes[:, 0], panels, strict=True):
         systems = [
@@ -41,6 +46,7 @@ def plot(meta: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) ->
             for s in SYSTEMS
             if any(r["workload"] == w and r["system"] == s for r in index.records)
         ]
+        tops: list[float] = []
         for j, loop in enumerate(loops):
             xs, meds, lo, hi = [], [], [], []
             for i, s in enumerate(systems):
@@ -58,24 +64,38 @@ def plot(meta: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) ->
                 lo.append(med - vals[0])
                 hi.append(vals[-1] - med)
             ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=loop, color=COLORS.get(loop))
-            for x, m in zip(xs, meds, strict=True):
+            for x, m, h in zip(xs, meds, hi, strict=True):
+                top = m + h  # above the whisker, not on it
+                tops.append(top)
                 ax.annotate(
                     f"{m:,.0f}" if m >= 10 else f"{m:.2f}",
-                    (x, m),
+                    (x, top),
                     ha="center",
                     va="bottom",
                     fontsize=7,
-                    xytext=(0, 2),
+                    xytext=(0, 3),
                     textcoords="offset points",
                 )
         ax.set_xticks(range(len(systems)))
         ax.set_xticklabels([SYSTEMS[s].label for s in systems])
         ax.set_title(title, fontsize=10)
-        ax.set_yscale("log")  # the systems differ by orders of magnitude
+        highest = max(tops, default=1.0)
         if key == "p99_ratio":
-            ax.axhline(3.0, color="red", linestyle="--", linewidth=1)
+            ax.axhline(
+                W4_TARGET,
+                color="red",
+                linestyle="--",
+                linewidth=1,
+                label=f"target ≤ {W4_TARGET:g}×",
+            )
+            ax.set_ylim(0, max(highest, W4_TARGET) * 1.25)
+        else:
+            ax.set_yscale("log")  # the systems differ by orders of magnitude
+            lowest = min((b.get_height() for b in ax.patches if b.get_height() > 0), default=1)
+            ax.set_ylim(lowest / 3, highest * 4)  # room for the labels above the whiskers
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
     preset = meta.get("preset", "?")
     fig.suptitle(
         f"mio end-to-end benchmark, run {meta.get('run_id', '?')} (preset {preset})"

@@ -66,7 +66,7 @@ class Settings:
     systems: list[str] = dataclasses.field(default_factory=lambda: list(SYSTEMS))
     workloads: list[str] = dataclasses.field(default_factory=lambda: list(WORKLOADS))
     loops: list[str] = dataclasses.field(default_factory=lambda: list(C.LOOPS))
-    rounds: int = 3
+    rounds: int = 5
     preset: str = "full"
     totals: C.Totals = dataclasses.field(default_factory=C.Totals)
     verify: bool = False
@@ -284,7 +284,12 @@ class WorkerPair:
         cmd = {"workload": workload, "totals": totals.as_dict(), "verify": verify}
         try:
             self.client.send(json.dumps(cmd))
-            line = self.client.expect("RESULT ", totals.timeout + 30.0)
+            # repetitions: timed work stops growing once min_timed_s is reached, so at worst
+            # the last repetition's full timeout comes on top of it
+            wait = totals.timeout + (
+                totals.timeout + 2 * totals.min_timed_s if totals.min_timed_s else 0
+            )
+            line = self.client.expect("RESULT ", wait + 30.0)
             rec: dict[str, Any] = json.loads(line)
         except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
             rec = {"ok": False, "error": f"worker: {type(exc).__name__}: {exc}"}
@@ -616,7 +621,8 @@ def add_common_arguments(ap: argparse.ArgumentParser, *, loops_flag: str = "--lo
         type=int,
         default=None,
         metavar="N",
-        help="rounds; every round runs each system once per workload and loop (default 3)",
+        help="rounds; every round runs each system once per workload and loop (default 5, "
+        "3 with --quick)",
     )
     ap.add_argument(
         "--systems",
@@ -697,7 +703,7 @@ def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Setting
     else:
         loops = list(C.LOOPS) if args.loop == "both" else [args.loop]
     full = preset == "full"
-    rounds = args.rounds if args.rounds is not None else (1 if args.smoke else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if args.smoke else 5 if full else 3)
     if rounds < 1:
         raise ValueError("--rounds must be at least 1")
     systems = args.systems
