@@ -526,12 +526,12 @@ def render_terminal(meta: Rec, records: Sequence[Rec], width: int = 100) -> str:
         for t, per_loop in by_target.items():
             cells = []
             for loop in loops:
-                res = per_loop.get(loop)
-                if res is None or not res["ratios"]:
+                got = per_loop.get(loop)
+                if got is None or not got["ratios"]:
                     cells.append("n/a")
                     continue
-                verdict = res["verdict"].replace("indicative: ", "")
-                cells.append(f"{_med(res['ratios']):.3g}× {verdict}")
+                verdict = got["verdict"].replace("indicative: ", "")
+                cells.append(f"{_med(got['ratios']):.3g}× {verdict}")
             lines.append(row(f"  {short_text(t)}", cells))
     failed = [r for r in index.records if not r.get("ok")]
     if failed:
@@ -607,14 +607,14 @@ def render_short(meta: Rec, records: Sequence[Rec]) -> str:
         for t, per_loop in by_target.items():
             cells = []
             for loop in loops:
-                res = per_loop.get(loop)
-                if res is None:
+                got = per_loop.get(loop)
+                if got is None:
                     cells.append("–")
                     continue
-                verdict = res["verdict"]
+                verdict = got["verdict"]
                 if verdict == "MISSED":
                     verdict = "**MISSED**"
-                ratio = f"{_med(res['ratios']):.3g}× " if res["ratios"] else ""
+                ratio = f"{_med(got['ratios']):.3g}× " if got["ratios"] else ""
                 cells.append(f"{ratio}{verdict}")
             lines.append(f"| {t.text} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
