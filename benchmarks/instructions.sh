@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
-# Deterministic cost of mio's session layer: instructions counted by valgrind's callgrind
-# (repeatable whatever else the machine does), for each workload of session_cost.py at two
-# sizes; the difference divided by the difference in units is the marginal cost per unit,
-# start-up excluded. Compare two versions by running it once with each installed.
-# Needs valgrind (Debian package). Usage: benchmarks/instructions.sh
+# Deterministic cost per unit of work: instructions counted by valgrind's callgrind
+# (repeatable whatever else the machine does). Each figure runs a workload at two sizes in one
+# process; the difference divided by the difference in units is the marginal cost per unit,
+# start-up excluded. Compare two versions of mio by running it once with each installed.
+#
+#   session layer (session_cost.py's own workloads): mio per W2 request, per W3 round trip,
+#     per 64 KiB bulk write;
+#   systems (the end-to-end benchmark's own W2/W3 client and server, client and server in one
+#     process): mio, mio-pure (MIO_NO_EXTENSIONS=1) and raw TCP (b), so the ratio
+#     mio / raw TCP (b) is the one the W2 CPU target speaks about, without noise.
+#
+# Needs valgrind (Debian package). Usage: benchmarks/instructions.sh [--systems-only]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-count() {
+count() {  # env-assignments... -- args of session_cost.py
   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-    python "$here/session_cost.py" --one "$1" --size "$2" 2>&1 |
+    python "$here/session_cost.py" "$@" 2>&1 |
     grep -o "Collected : [0-9]*" | awk '{print $3}'
 }
-for spec in "rpc 640 2560 request" "streams 100 400 round-trip/5" "bulk 64 320 64KiB-write"; do
-  set -- $spec
-  a=$(count "$1" "$2"); b=$(count "$1" "$3")
-  echo "$1: $(( (b - a) / ($3 - $2) )) instructions per $4"
+marginal() {  # label unit small large args...
+  local label=$1 unit=$2 small=$3 large=$4
+  shift 4
+  local a b
+  a=$(count "$@" --size "$small")
+  b=$(count "$@" --size "$large")
+  echo "$label: $(( (b - a) / (large - small) )) instructions per $unit"
+}
+if [ "${1:-}" != "--systems-only" ]; then
+  marginal "mio session rpc" request 640 2560 --one rpc
+  marginal "mio session streams" "round trip/5" 100 400 --one streams
+  marginal "mio session bulk" "64 KiB write" 64 320 --one bulk
+fi
+for system in mio mio-pure tcp-b; do
+  name=$system
+  env=(MIO_NO_EXTENSIONS=0)
+  if [ "$system" = mio-pure ]; then name=mio; env=(MIO_NO_EXTENSIONS=1); fi
+  export "${env[@]}"
+  marginal "$system W2" request 640 2560 --one rpc --system "$name"
+  # W3: size streams x 5 round trips; per stream = 5 round trips
+  marginal "$system W3" "stream (5 round trips)" 100 400 --one streams --system "$name"
 done

@@ -90,7 +90,47 @@ async def streams(size: int, rounds: int = 5) -> None:
     await _done(server, client)
 
 
+async def _system_client(system: str) -> tuple[object, object]:
+    from mio._bench.systems import SYSTEMS, load
+
+    module = load(SYSTEMS[system])
+    ports = await module.serve({}, {}, False)
+    client = module.Client(ports, {}, SYSTEMS[system].variant)
+    await client.connect("echo")
+    return module, client
+
+
+async def system_rpc(system: str, size: int) -> None:
+    """W2 through the end-to-end benchmark's own client and server of ``system``."""
+    from mio._bench.workloads import _rpc_phase
+
+    _, client = await _system_client(system)
+    lat, bad = await _rpc_phase(client, size, 64)  # type: ignore[arg-type]
+    assert bad == 0
+    assert len(lat) == size
+    await client.close()  # type: ignore[attr-defined]
+
+
+async def system_streams(system: str, size: int, rounds: int = 5) -> None:
+    """W3 (``size`` streams x 5 round trips) through the benchmark's client of ``system``."""
+    from mio._bench.common import echo_msg
+
+    _, client = await _system_client(system)
+
+    async def one(i: int) -> None:
+        stream = await client.open_echo(i)  # type: ignore[attr-defined]
+        for j in range(rounds):
+            msg = echo_msg(i, j)
+            assert await stream.roundtrip(msg) == msg
+        assert await stream.finish()
+
+    await asyncio.gather(*(one(i) for i in range(size)))
+    await client.close()  # type: ignore[attr-defined]
+
+
 WORKLOADS = {"bulk": (bulk, 4096), "rpc": (rpc, 20000), "streams": (streams, 2000)}
+#: ``--system``: the same W2/W3 code for mio and raw TCP (b), from the end-to-end benchmark
+SYSTEM_WORKLOADS = {"rpc": system_rpc, "streams": system_streams}
 
 
 async def _timed() -> dict[str, float]:
@@ -107,12 +147,24 @@ def main() -> None:
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--one", choices=list(WORKLOADS), help="run one workload, print nothing")
     ap.add_argument("--size", type=int, default=0, help="its size (with --one)")
+    ap.add_argument(
+        "--system",
+        choices=["mio", "tcp-b"],
+        default=None,
+        help="with --one rpc|streams: run the end-to-end benchmark's client and server of "
+        "this system in one process (mio-pure: --system mio with MIO_NO_EXTENSIONS=1)",
+    )
     args = ap.parse_args()
     runner: Callable[..., object] = asyncio.run
     if args.loop == "uvloop":
         import uvloop
 
         runner = uvloop.run
+    if args.one and args.system:
+        if args.one not in SYSTEM_WORKLOADS:
+            ap.error("--system works with --one rpc or --one streams")
+        runner(SYSTEM_WORKLOADS[args.one](args.system, args.size or WORKLOADS[args.one][1]))
+        return
     if args.one:
         func, size = WORKLOADS[args.one]
         runner(func(args.size or size))
