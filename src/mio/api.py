@@ -601,7 +601,11 @@ async def serve(
         max_sessions: most sessions at a time (``None``: unlimited). A connection over it
             gets FIN ``REFUSED`` and is closed at once, without a session handler; the
             client sees :class:`~mio.SessionClosedError` with ``code == ErrorCode.REFUSED``.
-        kwargs: passed to ``loop.create_server`` (``reuse_port``, ``backlog`` …).
+        kwargs: passed to ``loop.create_server`` (``backlog``, ``reuse_address`` …).
+            ``reuse_port=True`` (``SO_REUSEPORT``) lets several processes listen on the
+            same port, the kernel spreading connections over them: one process per core,
+            each session living in the process that accepted it (its streams never cross
+            processes). ``mio echo --workers N`` runs such pre-forked workers.
     """
     loop = asyncio.get_running_loop()
     server = Server(handler, session_handler, config, budget=budget, max_sessions=max_sessions)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import platform
 import re
 import signal
@@ -426,11 +427,22 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- mio echo
-async def _echo_main(args: argparse.Namespace, config: Config) -> int:
+async def _echo_main(
+    args: argparse.Namespace,
+    config: Config,
+    *,
+    port: int | None = None,
+    ready_fd: int | None = None,
+) -> int:
+    """One echo server. As a ``--workers`` worker: ``port`` is the reserved port (bound with
+    ``reuse_port``) and readiness is one byte on ``ready_fd`` instead of the listening line."""
     import mio
 
     budget = mio.MemoryBudget(args.memory_limit)
-    host, port = args.listen
+    host, listen_port = args.listen
+    if port is None:
+        port = listen_port
+    extra: dict[str, Any] = {"reuse_port": True} if ready_fd is not None else {}
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     counts = {"sessions": 0, "streams": 0, "bytes": 0}
@@ -484,6 +496,7 @@ async def _echo_main(args: argparse.Namespace, config: Config) -> int:
             max_sessions=args.max_sessions,
             reuse_address=True,
             backlog=args.backlog,
+            **extra,
         )
     except OSError as exc:
         print(f"mio echo: cannot listen on {host or '*'}:{port}: {exc}", file=sys.stderr)
@@ -496,8 +509,12 @@ async def _echo_main(args: argparse.Namespace, config: Config) -> int:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             pass
     try:
-        for sock in server.sockets:
-            print(f"listening on {_format_addr(sock.getsockname())}", flush=True)
+        if ready_fd is None:
+            for sock in server.sockets:
+                print(f"listening on {_format_addr(sock.getsockname())}", flush=True)
+        else:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
         await stop.wait()
         log.info("closing: waiting up to %g s for open streams", args.grace)
         await server.aclose(timeout=args.grace)
@@ -534,10 +551,54 @@ def cmd_echo(args: argparse.Namespace) -> int:
             args._parser.error(why)
     from ._bench.common import run_in_loop
 
+    if args.workers < 1:
+        args._parser.error("--workers must be at least 1")
+    if args.workers > 1:
+        return _echo_workers(args, config, loop)
     try:
         return run_in_loop(loop, lambda: _echo_main(args, config))
     except KeyboardInterrupt:  # pragma: no cover - without signal handlers (Windows)
         return 0
+
+
+def _echo_workers(args: argparse.Namespace, config: Config, loop: str) -> int:
+    """``mio echo --workers N``: N pre-forked servers on one ``SO_REUSEPORT`` port."""
+    from . import _prefork
+    from ._bench.common import run_in_loop
+
+    why = _prefork.available()
+    if why:
+        args._parser.error(why)
+    host, port = args.listen
+    try:
+        reserved = _prefork.reserve_port(host, port)
+    except OSError as exc:
+        print(f"mio echo: cannot listen on {host or '*'}:{port}: {exc}", file=sys.stderr)
+        return 1
+    with reserved:
+        bound = reserved.getsockname()
+
+        def worker(index: int, ready_fd: int) -> int:
+            handler = logging.getLogger().handlers[0]
+            handler.setFormatter(
+                logging.Formatter(
+                    f"%(asctime)s %(levelname)s %(name)s [worker {index}]: %(message)s"
+                )
+            )
+            reserved.close()  # the parent holds the reservation
+            return run_in_loop(
+                loop, lambda: _echo_main(args, config, port=bound[1], ready_fd=ready_fd)
+            )
+
+        def on_ready(pids: list[int]) -> None:
+            reserved.close()  # every worker listens: the reservation is no longer needed
+            print(
+                f"listening on {_format_addr(bound)} "
+                f"({len(pids)} workers, pids {' '.join(map(str, pids))})",
+                flush=True,
+            )
+
+        return _prefork.run_workers(args.workers, worker, on_ready=on_ready, log=log.error)
 
 
 # ---------------------------------------------------------------------------- mio bench
@@ -652,6 +713,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         metavar="N",
         help="listen() backlog of the TCP socket (default 1024)",
+    )
+    echo.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="N pre-forked server processes on the same port (SO_REUSEPORT: the kernel "
+        "spreads connections over them; each session lives in one worker; Linux/BSD) "
+        "(default 1)",
     )
     echo.add_argument(
         "--loop",
