@@ -8,7 +8,6 @@ transports read identically. The stream class provides the buffer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 __all__ = ("LINE_LIMIT", "ReadSide")
 
@@ -182,15 +181,22 @@ class ReadSide:
             self._take(i + 1 if i >= 0 else self._size)
             raise ValueError(exc.args[0]) from None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iter_chunks()
+    def __aiter__(self) -> ReadSide:
+        return self
 
-    async def _iter_chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read(_READ_CHUNK)
-            if not chunk:
-                return
-            yield chunk
+    async def __anext__(self) -> bytes:
+        """``async for chunk in stream``: chunks of at most 64 KiB until end of stream.
+
+        The stream is its own iterator (no async generator: those cost a loop hook, a weak
+        reference set entry and a finalizer per stream).
+        """
+        while not self._size:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            await self._wait()
+        return self._take(_READ_CHUNK)
 
     async def _wait(self, need: int = 1) -> None:
         if self._waiter is not None:
