@@ -71,9 +71,30 @@ def outcome_code(exc: BaseException) -> int:
 
 
 class StreamCore(ReadSide):
-    """The stream API every transport shares beyond reading (see the module docstring)."""
+    """The stream API every transport shares beyond reading (see the module docstring).
+
+    The lifecycle state lives in the transport's slots: ``_id``, ``_finished`` (removed from
+    the session's table), ``_finished_waiter``, ``_linger`` (the transport's linger timer,
+    if any). A transport whose ``close()`` may finish our side before the stream is
+    finished says so in :meth:`_our_side_done`.
+    """
 
     __slots__ = ()
+
+    _id: int
+    _finished: bool
+    _finished_waiter: asyncio.Future[None] | None
+    _linger: asyncio.TimerHandle | None
+
+    @property
+    def id(self) -> int:
+        """The stream id (see the transport's numbering)."""
+        return self._id
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the stream is finished (both directions ended, or reset)."""
+        return self._finished
 
     def write(self, data: Any) -> None:
         raise NotImplementedError
@@ -84,8 +105,34 @@ class StreamCore(ReadSide):
     def close(self) -> None:
         raise NotImplementedError
 
+    def _our_side_done(self) -> bool:
+        """After ``close()``: our data is out and our direction ended, so
+        :meth:`wait_closed` need not wait for the peer."""
+        return False
+
     async def wait_closed(self) -> None:
-        raise NotImplementedError
+        """Wait until the stream is finished, or, after :meth:`close`, until our side is
+        done (our data handed to the transport and our direction ended): it never waits
+        for a peer that keeps sending to a stream we stopped reading."""
+        if self._finished or self._our_side_done():
+            return
+        if self._finished_waiter is None:
+            self._finished_waiter = self._loop.create_future()  # type: ignore[misc]  # a slot
+        await asyncio.shield(self._finished_waiter)
+
+    def _resolve_closed(self) -> None:
+        """Wake :meth:`wait_closed`."""
+        fut = self._finished_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_finished(self) -> None:
+        """The session removed the stream from its table: it is finished."""
+        self._finished = True  # type: ignore[misc]  # a slot of the transport's class
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None  # type: ignore[misc]
+        self._resolve_closed()
 
     def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write every buffer of ``data`` in order."""

@@ -122,6 +122,7 @@ class _ClosableSession(Protocol):
 
 
 S = TypeVar("S", bound=_ClosableSession)
+T = TypeVar("T")
 
 
 class SessionTracker(Generic[S]):
@@ -158,6 +159,26 @@ class SessionTracker(Generic[S]):
     def sessions(self) -> frozenset[S]:
         """The sessions currently connected."""
         return frozenset(self._sessions)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def wait_closed(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leaving ``async with server``: :meth:`close`, then wait until every session is
+        terminated."""
+        self.close()
+        await self.wait_closed()
 
 
 class _RateLimitedLog:
@@ -560,18 +581,6 @@ class Server(SessionTracker[Session]):
                 raise
         finally:
             self._forever = None
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self.wait_closed()
 
 
 async def serve(

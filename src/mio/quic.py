@@ -45,7 +45,6 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from os import PathLike
-from types import TracebackType
 from typing import Any, cast
 
 try:
@@ -184,11 +183,6 @@ class QuicStream(StreamCore):
     def session(self) -> QuicSession:
         """The session this stream belongs to."""
         return self._session
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the stream is finished (both directions ended, or reset)."""
-        return self._finished
 
     @property
     def buffered(self) -> int:
@@ -345,15 +339,6 @@ class QuicStream(StreamCore):
         """True once :meth:`close` or :meth:`reset` was called, or the stream is finished."""
         return self._closing or self._finished
 
-    async def wait_closed(self) -> None:
-        """Wait until the stream is finished (both directions ended, or reset); after
-        :meth:`close`, until our side is done."""
-        if self._finished:
-            return
-        if self._finished_waiter is None:
-            self._finished_waiter = self._loop.create_future()
-        await asyncio.shield(self._finished_waiter)
-
     def reset(self, code: int = ErrorCode.INTERNAL_ERROR) -> None:
         """Abort: RESET_STREAM and STOP_SENDING with ``code``; drop queued data."""
         code = _check_code(code)
@@ -480,15 +465,6 @@ class QuicStream(StreamCore):
             self._error = error
         self._wake()
         self._fail_write(error)
-
-    def _on_finished(self) -> None:
-        self._finished = True
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        fut = self._finished_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
 
 # ---------------------------------------------------------------------- protocol
@@ -1047,18 +1023,6 @@ class QuicServer(SessionTracker[QuicSession]):
         await asyncio.gather(*(s.wait_closed() for s in list(self._all)))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def __aenter__(self) -> QuicServer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self.wait_closed()
 
 
 async def serve(

@@ -120,11 +120,6 @@ class Stream(StreamCore):
         return self._session
 
     @property
-    def is_closed(self) -> bool:
-        """True once the stream is finished (both directions ended, or reset)."""
-        return self._finished
-
-    @property
     def buffered(self) -> int:
         """Received bytes not yet read by the application."""
         return self._size
@@ -474,20 +469,8 @@ class Stream(StreamCore):
         """True once :meth:`close` or :meth:`reset` was called, or the stream is finished."""
         return self._closing or self._finished
 
-    async def wait_closed(self) -> None:
-        """Wait until the stream is finished, or, after :meth:`close`, until our side is
-        done (our data handed to the transport and our direction ended): it never waits
-        for a peer that keeps sending to a stream we stopped reading."""
-        if self._finished or (self._closing and self._local_ended):
-            return
-        if self._finished_waiter is None:
-            self._finished_waiter = self._loop.create_future()
-        await asyncio.shield(self._finished_waiter)
-
-    def _resolve_closed(self) -> None:
-        fut = self._finished_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+    def _our_side_done(self) -> bool:
+        return self._closing and self._local_ended
 
     def reset(self, code: int = ErrorCode.INTERNAL_ERROR) -> None:
         """Abort the stream: send RST with ``code``, drop queued data in both directions."""
@@ -620,12 +603,3 @@ class Stream(StreamCore):
         self._pending.clear()
         self._wake()
         self._wake_drain()
-
-    def _on_finished(self) -> None:
-        self._finished = True
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        fut = self._finished_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)

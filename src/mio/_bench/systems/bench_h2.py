@@ -38,6 +38,7 @@ from h2.events import (
 from h2.settings import SettingCodes, Settings
 
 from .. import common as C
+from ._driver import DriverBulk, DriverEcho, StreamReads
 
 DEFAULT_OPTS: dict[str, Any] = {
     "h2_window": 1 << 20,
@@ -278,7 +279,7 @@ class H2Server(H2Endpoint):
             self.streams.pop(st.sid, None)
 
 
-class H2Client(H2Endpoint):
+class H2Client(StreamReads, H2Endpoint):
     HEADERS = ((b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"))
 
     def __init__(self, opts: dict[str, Any]) -> None:
@@ -318,28 +319,6 @@ class H2Client(H2Endpoint):
             st.waiter.set_result(None)
             st.waiter = None
 
-    async def read_exactly(self, st: Stream, n: int) -> bytes:
-        while len(st.buf) < n:
-            if st.ended or st.reset:
-                raise EOFError(f"stream {st.sid} ended early")
-            st.want = n
-            st.waiter = self.loop.create_future()
-            await st.waiter
-        d = bytes(st.buf[:n])
-        del st.buf[:n]
-        return d
-
-    async def read_to_end(self, st: Stream) -> bytes:
-        while not st.ended:
-            if st.reset:
-                raise EOFError(f"stream {st.sid} reset")
-            st.want = 1 << 62
-            st.waiter = self.loop.create_future()
-            await st.waiter
-        d = bytes(st.buf)
-        st.buf.clear()
-        return d
-
 
 async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> dict[str, int]:
     loop = asyncio.get_running_loop()
@@ -347,35 +326,6 @@ async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> di
     srv = await loop.create_server(lambda: H2Server(opts, stats, verify), C.HOST, 0, backlog=1024)
     port = srv.sockets[0].getsockname()[1]
     return {"bulk": port, "echo": port, "mixed": port}
-
-
-class _Bulk:
-    def __init__(self, p: H2Client, st: Stream) -> None:
-        self.p, self.st = p, st
-
-    async def write(self, chunk: bytes) -> None:
-        await self.p.write(self.st, chunk)
-
-    async def finish(self) -> tuple[int, int]:
-        await self.p.write(self.st, b"", end=True)
-        resp = await self.p.read_to_end(self.st)
-        if len(resp) != C.ACK.size:
-            return -1, 0
-        n, crc = C.ACK.unpack(resp)
-        return n, crc
-
-
-class _Echo:
-    def __init__(self, p: H2Client, st: Stream) -> None:
-        self.p, self.st = p, st
-
-    async def roundtrip(self, msg: bytes) -> bytes:
-        self.p.send_small(self.st, msg)
-        return await self.p.read_exactly(self.st, len(msg))
-
-    async def finish(self) -> bool:
-        self.p.send_small(self.st, b"", end=True)
-        return await self.p.read_to_end(self.st) == b""
 
 
 class Client:
@@ -392,9 +342,9 @@ class Client:
         )
         await self._p.ready
 
-    async def open_bulk(self) -> _Bulk:
+    async def open_bulk(self) -> DriverBulk:
         assert self._p is not None
-        return _Bulk(self._p, self._p.open(b"/bulk"))
+        return DriverBulk(self._p, self._p.open(b"/bulk"))
 
     async def request(self, i: int, payload: bytes) -> bytes:
         p = self._p
@@ -403,9 +353,9 @@ class Client:
         p.send_small(st, payload, end=True)
         return await p.read_to_end(st)
 
-    async def open_echo(self, i: int) -> _Echo:
+    async def open_echo(self, i: int) -> DriverEcho:
         assert self._p is not None
-        return _Echo(self._p, self._p.open(b"/echo"))
+        return DriverEcho(self._p, self._p.open(b"/echo"))
 
     async def close(self) -> None:
         if self._t is not None:

@@ -31,6 +31,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, StreamReset
 
 from .. import common as C
+from ._driver import DriverBulk, DriverEcho, StreamReads
 
 ALPN = ["mio-bench"]
 BULK_HIGH = 4 << 20
@@ -222,7 +223,7 @@ class QuicServerProto(QuicEndpoint):
         # datagram_received() calls transmit() after all events are processed
 
 
-class QuicClientProto(QuicEndpoint):
+class QuicClientProto(StreamReads, QuicEndpoint):
     def open(self) -> Stream:
         sid = self._quic.get_next_available_stream_id()
         st = self.streams[sid] = Stream(sid)
@@ -253,28 +254,6 @@ class QuicClientProto(QuicEndpoint):
             st.waiter.set_result(None)
             st.waiter = None
 
-    async def read_exactly(self, st: Stream, n: int) -> bytes:
-        while len(st.buf) < n:
-            if st.ended or st.reset:
-                raise EOFError(f"stream {st.sid} ended early")
-            st.want = n
-            st.waiter = self._loop.create_future()
-            await st.waiter
-        d = bytes(st.buf[:n])
-        del st.buf[:n]
-        return d
-
-    async def read_to_end(self, st: Stream) -> bytes:
-        while not st.ended:
-            if st.reset:
-                raise EOFError(f"stream {st.sid} reset")
-            st.want = 1 << 62
-            st.waiter = self._loop.create_future()
-            await st.waiter
-        d = bytes(st.buf)
-        st.buf.clear()
-        return d
-
 
 async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> dict[str, int]:
     opts = C.merge_opts("quic", DEFAULT_OPTS, opts)
@@ -294,35 +273,6 @@ async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> di
         _set_rcvbuf(transport, opts["quic_rcvbuf"])
         ports[mode] = transport.get_extra_info("sockname")[1]
     return ports
-
-
-class _Bulk:
-    def __init__(self, p: QuicClientProto, st: Stream) -> None:
-        self.p, self.st = p, st
-
-    async def write(self, chunk: bytes) -> None:
-        await self.p.write(self.st, chunk)
-
-    async def finish(self) -> tuple[int, int]:
-        await self.p.write(self.st, b"", end=True)
-        resp = await self.p.read_to_end(self.st)
-        if len(resp) != C.ACK.size:
-            return -1, 0
-        n, crc = C.ACK.unpack(resp)
-        return n, crc
-
-
-class _Echo:
-    def __init__(self, p: QuicClientProto, st: Stream) -> None:
-        self.p, self.st = p, st
-
-    async def roundtrip(self, msg: bytes) -> bytes:
-        self.p.send_small(self.st, msg)
-        return await self.p.read_exactly(self.st, len(msg))
-
-    async def finish(self) -> bool:
-        self.p.send_small(self.st, b"", end=True)
-        return await self.p.read_to_end(self.st) == b""
 
 
 class Client:
@@ -349,14 +299,14 @@ class Client:
         self._drops0 = udp_rcvbuf_errors()
         _set_rcvbuf(p._transport, opts["quic_rcvbuf"])
 
-    async def open_bulk(self) -> _Bulk:
+    async def open_bulk(self) -> DriverBulk:
         p = self._p
         assert p is not None
         st = p.open()
         # create the stream now, so that the next stream gets the next id even while this
         # one has not sent anything yet (W4 keeps it idle during its first phase)
         p._quic.send_stream_data(st.sid, b"")
-        return _Bulk(p, st)
+        return DriverBulk(p, st)
 
     async def request(self, i: int, payload: bytes) -> bytes:
         p = self._p
@@ -365,9 +315,9 @@ class Client:
         p.send_small(st, payload, end=True)
         return await p.read_to_end(st)
 
-    async def open_echo(self, i: int) -> _Echo:
+    async def open_echo(self, i: int) -> DriverEcho:
         assert self._p is not None
-        return _Echo(self._p, self._p.open())
+        return DriverEcho(self._p, self._p.open())
 
     async def close(self) -> None:
         ctx, self._ctx = self._ctx, None
