@@ -7,7 +7,8 @@
 #   session layer (session_cost.py's own workloads): mio per W2 request, per W3 round trip,
 #     per 64 KiB bulk write;
 #   systems (the end-to-end benchmark's own W2/W3 client and server, client and server in one
-#     process): mio, mio-pure (MIO_NO_EXTENSIONS=1) and raw TCP (b), so the ratio
+#     process): mio, mio-cb (the server on mio.StreamProtocol), mio-pure
+#     (MIO_NO_EXTENSIONS=1) and raw TCP (b), so the ratio
 #     mio / raw TCP (b) is the one the W2 CPU target speaks about, without noise.
 #
 # Needs valgrind (Debian package). Usage: benchmarks/instructions.sh [--systems-only]
@@ -31,7 +32,7 @@ if [ "${1:-}" != "--systems-only" ]; then
   marginal "mio session streams" "round trip/5" 100 400 --one streams
   marginal "mio session bulk" "64 KiB write" 64 320 --one bulk
 fi
-for system in mio mio-pure tcp-b; do
+for system in mio mio-cb mio-pure tcp-b; do
   name=$system
   env=(MIO_NO_EXTENSIONS=0)
   if [ "$system" = mio-pure ]; then name=mio; env=(MIO_NO_EXTENSIONS=1); fi

@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=0, help="its size (with --one)")
     ap.add_argument(
         "--system",
-        choices=["mio", "tcp-b"],
+        choices=["mio", "mio-cb", "tcp-b"],
         default=None,
         help="with --one rpc|streams: run the end-to-end benchmark's client and server of "
         "this system in one process (mio-pure: --system mio with MIO_NO_EXTENSIONS=1)",

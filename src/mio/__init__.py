@@ -34,6 +34,7 @@ from .errors import (
 )
 from .session import Session, StreamHandler
 from .stream import Stream
+from .stream_protocol import StreamProtocol
 from .wire import ErrorCode, Flag, FrameKind
 
 __all__ = (
@@ -45,6 +46,7 @@ __all__ = (
     "Stream",
     "Server",
     "StreamHandler",
+    "StreamProtocol",
     "SessionHandler",
     "connect",
     "serve",

@@ -467,6 +467,15 @@ class QuicStream(StreamCore):
         self._fail_write(error)
 
 
+def _check_handler(handler: QuicStreamHandler | None) -> QuicStreamHandler | None:
+    if isinstance(handler, type):
+        raise TypeError(
+            f"mio.quic runs coroutine stream handlers only, not {handler.__name__} "
+            "(a StreamProtocol class works with MIO sessions: mio.serve / mio.connect)"
+        )
+    return handler
+
+
 # ---------------------------------------------------------------------- protocol
 class _Endpoint(QuicConnectionProtocol):
     """aioquic's asyncio protocol, its events routed to a :class:`QuicSession`."""
@@ -561,7 +570,7 @@ class QuicSession(SessionCore[QuicStream]):
         self._loop = endpoint._loop
         self._client = client
         self._config = cfg = config if config is not None else Config()
-        self._handler = handler
+        self._handler = _check_handler(handler)
         self._window = self._quic._local_max_stream_data_bidi_remote
         self._write_high = cfg.write_buffer_high
         self._streams: dict[int, QuicStream] = {}
@@ -971,7 +980,7 @@ class QuicServer(SessionTracker[QuicSession]):
         config: Config | None,
     ) -> None:
         super().__init__(session_handler)
-        self._handler = handler
+        self._handler = _check_handler(handler)
         self._config = config
         self._server: _AioquicServer | None = None
         self._all: set[QuicSession] = set()
@@ -1050,6 +1059,7 @@ async def serve(
         session_handler: ``async def session_handler(session)`` run once per connection.
         retry: validate client addresses with a Retry packet first.
     """
+    _check_handler(handler)
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else Config()
     qconf = make_configuration(is_client=False, config=cfg, configuration=configuration)

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import ModuleType
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from . import _impl
 from ._core import SessionCore
@@ -31,13 +31,16 @@ from .errors import (
     StreamResetError,
 )
 from .stream import Stream
+from .stream_protocol import StreamProtocol
 from .wire import MAX_STREAM_ID, MAX_VALUE, ErrorCode
 
 __all__ = ("Session", "StreamHandler")
 
 log = logging.getLogger("mio.session")
 
-StreamHandler = Callable[[Stream], Awaitable[None]]
+#: What serves the streams a peer opens: ``async def handler(stream)`` (a task per stream),
+#: or a :class:`~mio.StreamProtocol` subclass (one instance per stream, callbacks, no task).
+StreamHandler = Callable[[Stream], Awaitable[None]] | type[StreamProtocol]
 
 _FLUSH_THRESHOLD = 64 * 1024
 _ZERO_COPY_MIN = 32 * 1024
@@ -120,7 +123,8 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             on the side that accepted it (even ids).
         config: protocol parameters; :class:`Config` defaults when omitted.
         handler: optional ``async def handler(stream)`` run (as a task) for every stream the
-            peer opens; without it, the application takes streams with
+            peer opens, or a :class:`~mio.StreamProtocol` subclass instantiated for each
+            (callbacks, no task); without it, the application takes streams with
             :meth:`accept_stream` or ``async for stream in session``.
         budget: a :class:`MemoryBudget` shared with other sessions (a process-wide cap on
             the unread data they hold), on top of ``config.max_session_memory``.
@@ -141,7 +145,12 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._loop = asyncio.get_event_loop_policy().get_event_loop()
         self._config = config = config if config is not None else Config()
         self._client = client
-        self._handler = handler
+        self._protocol_factory: type[StreamProtocol] | None = None
+        self._handler: Callable[[Stream], Awaitable[None]] | None = None
+        if isinstance(handler, type) and issubclass(handler, StreamProtocol):
+            self._protocol_factory = handler  # callbacks, no task per stream
+        else:
+            self._handler = cast("Callable[[Stream], Awaitable[None]] | None", handler)
         self._codec: ModuleType = _codec if _codec is not None else _impl
         frame = self._codec.frame
         self._decoder = frame.FrameDecoder(
@@ -670,7 +679,11 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             reason = f"OPEN window {window} above max_open_window {cfg.max_open_window}"
         elif self._remote_count >= cfg.max_streams:
             reason = f"stream limit {cfg.max_streams} reached"
-        elif self._handler is None and len(self._accept_queue) >= cfg.accept_backlog:
+        elif (
+            self._handler is None
+            and self._protocol_factory is None
+            and len(self._accept_queue) >= cfg.accept_backlog
+        ):
             reason = f"accept backlog {cfg.accept_backlog} full"
         if reason is not None:
             log.debug("refusing stream %d: %s", sid, reason)
@@ -687,6 +700,14 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             # peer that opens and resets in a loop cannot pile up handler tasks.
             stream._handled = True
             self._start_handler(handler, stream)
+        elif self._protocol_factory is not None:
+            try:
+                protocol = self._protocol_factory()
+            except Exception:
+                log.exception("StreamProtocol factory failed for stream %d", sid)
+                self._abandon(stream, ErrorCode.INTERNAL_ERROR)
+                return
+            stream._attach(protocol)
         else:
             self._accept_queue.append(stream)
             self._wake_accept()
@@ -756,6 +777,8 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             elif not stream._handled:
                 self._remote_count -= 1
         stream._on_finished()
+        if stream._protocol is not None:
+            stream._notify_closed()
         if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
 

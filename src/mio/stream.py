@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -25,13 +26,20 @@ from .wire import ErrorCode
 
 if TYPE_CHECKING:
     from .session import Session
+    from .stream_protocol import StreamProtocol
 
 __all__ = ("Stream",)
+
+log = logging.getLogger("mio.session")
 
 # Received pieces under _SMALL_PIECE bytes are appended to a bytearray tail of at most
 # _TAIL_LIMIT bytes instead of being queued one object each.
 _SMALL_PIECE = 512
 _TAIL_LIMIT = 64 * 1024
+
+# Stream._protocol_state bits (streams served by a StreamProtocol)
+_PROTO_PAUSED = 1  # pause_reading(): data stays in the stream
+_PROTO_EOF_SENT = 2  # eof_received() was called
 
 
 class Stream(StreamCore):
@@ -65,6 +73,8 @@ class Stream(StreamCore):
         "_outbound",
         "_pending",
         "_pending_size",
+        "_protocol",
+        "_protocol_state",
         "_recv",
         "_send",
         "_session",
@@ -107,6 +117,8 @@ class Stream(StreamCore):
         self._blocked = False  # in the session's queue of streams waiting for the transport
         self._handled = False  # a session handler task was made for this stream
         self._handler_task: asyncio.Task[None] | None = None  # that task, once it runs
+        self._protocol: StreamProtocol | None = None  # callbacks instead of reads
+        # (_protocol_state, _PROTO_* bits, is set by _attach: only protocol streams use it)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -182,6 +194,10 @@ class Stream(StreamCore):
         return int(self._recv.window)
 
     def _before_wait(self, need: int) -> None:
+        if self._protocol is not None:
+            raise RuntimeError(
+                f"stream {self._id} delivers its data to its StreamProtocol: it cannot be read"
+            )
         recv = self._recv
         if need > recv.available and recv.pending and not self._eof:
             # The peer cannot send what this reader waits for until the consumed bytes
@@ -504,6 +520,9 @@ class Stream(StreamCore):
     # ------------------------------------------------------------------ session side
     def _feed(self, data: bytes, end: bool) -> None:
         """Payload of a DATA frame (or a piece of one) arrived from the peer."""
+        if self._protocol is not None:
+            self._feed_protocol(data, end)
+            return
         n = len(data)
         if n:
             self._bytes_in += n
@@ -543,6 +562,105 @@ class Stream(StreamCore):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    # ------------------------------------------------------------------ StreamProtocol
+    def _attach(self, protocol: StreamProtocol) -> None:
+        """Serve this stream with ``protocol``'s callbacks (see :mod:`mio.stream_protocol`)."""
+        self._protocol = protocol
+        self._protocol_state = 0
+        try:
+            protocol.stream_opened(self)
+        except Exception:
+            self._protocol_failed("stream_opened")
+
+    def _protocol_failed(self, callback: str) -> None:
+        log.exception("StreamProtocol.%s failed on stream %d", callback, self._id)
+        self._session._abandon(self, ErrorCode.INTERNAL_ERROR)
+
+    def _feed_protocol(self, data: bytes, end: bool) -> None:
+        n = len(data)
+        session = self._session
+        if n:
+            self._bytes_in += n
+            if self._eof:
+                session._stream_protocol_error(self, "DATA after the peer's half-close")
+                return
+            try:
+                self._recv.receive(n)
+            except FlowControlError as exc:
+                session._stream_protocol_error(self, str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+                return
+            if self._closing or (not self._protocol_state and not self._size):
+                # delivered (or discarded) at once: the window reopens, nothing is held
+                inc = self._recv.consume(n)
+                if inc and not end:
+                    session._send_window_update(self._id, inc)
+                if not self._closing:
+                    try:
+                        self._protocol.data_received(data)  # type: ignore[union-attr]
+                    except Exception:
+                        self._protocol_failed("data_received")
+                        return
+            else:  # paused: hold it, counted, until resume_reading()
+                session._held_in += n
+                self._chunks.append(data)
+                self._size += n
+        if end:
+            self._on_remote_end(None)
+            self._deliver_eof()
+            if self._local_ended:
+                session._finish(self)
+
+    def _deliver_eof(self) -> None:
+        state = self._protocol_state
+        if state or self._size or self._closing or self._protocol is None:
+            return  # paused (or already told), data still held, or nobody listens
+        self._protocol_state = _PROTO_EOF_SENT
+        try:
+            self._protocol.eof_received()
+        except Exception:
+            self._protocol_failed("eof_received")
+
+    def pause_reading(self) -> None:
+        """For a stream served by a :class:`~mio.StreamProtocol`: stop calling
+        ``data_received``; what arrives stays in the stream (counted in the session's
+        memory account) and the peer's window closes as it fills."""
+        if self._protocol is None:
+            raise RuntimeError(f"stream {self._id} is not served by a StreamProtocol")
+        self._protocol_state |= _PROTO_PAUSED
+
+    def resume_reading(self) -> None:
+        """Deliver what :meth:`pause_reading` held (then the end of stream, if it came) and
+        go on delivering as data arrives."""
+        if self._protocol is None or not self._protocol_state & _PROTO_PAUSED:
+            return
+        self._protocol_state &= ~_PROTO_PAUSED
+        protocol = self._protocol
+        while (
+            protocol is not None
+            and self._size
+            and not self._protocol_state & _PROTO_PAUSED
+            and not self._closing
+        ):
+            data = self._take(self._size)
+            try:
+                protocol.data_received(data)
+            except Exception:
+                self._protocol_failed("data_received")
+                return
+        if self._eof and self._error is None:
+            self._deliver_eof()
+
+    def _notify_closed(self) -> None:
+        """The stream is finished: tell its protocol, once."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is None:
+            return
+        exc = self._error if self._error is not None else self._write_error
+        try:
+            protocol.stream_closed(exc)
+        except Exception:
+            log.exception("StreamProtocol.stream_closed failed on stream %d", self._id)
 
     def _on_remote_end(self, error: BaseException | None) -> None:
         """The peer's direction ended: readers see the buffered data, then EOF or ``error``."""

@@ -31,7 +31,7 @@ from .workloads import WORKLOADS
 
 
 def _expect_extensions(system: str) -> bool | None:
-    return {"mio": True, "mio-pure": False}.get(system)
+    return {"mio": True, "mio-cb": True, "mio-pure": False}.get(system)
 
 
 def _ext_error(system: str) -> str | None:

@@ -38,6 +38,17 @@ SYSTEMS: dict[str, System] = {
             description="mio with its compiled codec (mio.serve / mio.connect, default Config)",
         ),
         System(
+            "mio-cb",
+            "mio (callbacks)",
+            "bench_mio",
+            "cb",
+            ("W2", "W3"),
+            requires=("mio._frame", "mio._window"),
+            env=(("MIO_NO_EXTENSIONS", "0"),),
+            description="mio, the server on the callback API (mio.StreamProtocol: no task "
+            "and no future per stream); the client as for mio",
+        ),
+        System(
             "mio-pure",
             "mio-pure",
             "bench_mio",

@@ -39,10 +39,27 @@ def ext_check(expect_compiled: bool) -> str | None:
     return None
 
 
+class EchoProtocol(mio.StreamProtocol):
+    """``mio-cb``'s echo: the callback API (no task, no future per stream)."""
+
+    __slots__ = ("stream",)
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def eof_received(self) -> None:
+        self.stream.close()
+
+
 async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> dict[str, int]:
     config = make_config(opts)
     ports = {}
-    for kind, handler in handlers(stats, verify, bulk_id=1).items():
+    served: dict[str, Any] = dict(handlers(stats, verify, bulk_id=1))
+    served["echo-cb"] = EchoProtocol
+    for kind, handler in served.items():
         server = await mio.serve(handler, C.HOST, 0, config=config, backlog=1024)
         ports[kind] = server.port
     stats["extensions"] = mio.EXTENSIONS_ACTIVE
@@ -54,9 +71,12 @@ class Client(StreamApiClient):
         super().__init__()
         self._ports = ports
         self._config = make_config(opts)
+        self._variant = variant
         self._mio: mio.Session | None = None
 
     async def connect(self, kind: str) -> None:
+        if self._variant == "cb" and kind == "echo":
+            kind = "echo-cb"  # the server side of mio-cb: a StreamProtocol
         self._session = self._mio = await mio.connect(
             C.HOST, self._ports[kind], config=self._config
         )

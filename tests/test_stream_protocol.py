@@ -1,0 +1,309 @@
+"""The callback-based stream API (``mio.StreamProtocol``), over real loopback sockets:
+no task per stream, data consumed as delivered, pause/resume backpressure, graceful close,
+failures reset one stream only, ``stream_closed`` once with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import pytest
+
+import mio
+from mio import ErrorCode
+
+
+class Recorder(mio.StreamProtocol):
+    """Echoes, and records every callback (class-level list: one per test)."""
+
+    events: ClassVar[list[tuple[Any, ...]]] = []
+    instances: ClassVar[list[Recorder]] = []
+
+    def __init__(self) -> None:
+        self.stream: mio.Stream | None = None
+        self.received = 0
+        Recorder.instances.append(self)
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        self.events.append(("opened", stream.id))
+
+    def data_received(self, data: bytes) -> None:
+        assert self.stream is not None
+        self.received += len(data)
+        self.stream.write(data)
+
+    def eof_received(self) -> None:
+        assert self.stream is not None
+        self.events.append(("eof", self.stream.id))
+        self.stream.close()
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        assert self.stream is not None
+        self.events.append(("closed", self.stream.id, exc))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recorder() -> None:
+    Recorder.events = []
+    Recorder.instances = []
+
+
+async def _serve(protocol: type[mio.StreamProtocol], **kw: Any) -> tuple[mio.Server, mio.Session]:
+    server = await mio.serve(protocol, "127.0.0.1", 0, **kw)
+    client = await mio.connect("127.0.0.1", server.port, config=kw.get("config"))
+    return server, client
+
+
+@contextlib.asynccontextmanager
+async def echo_pair() -> AsyncIterator[tuple[mio.Server, mio.Session]]:
+    server, client = await _serve(Recorder)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        await client.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+def _server_session(server: mio.Server) -> mio.Session:
+    (session,) = server.sessions
+    return session
+
+
+async def test_requests_are_answered_without_a_task_per_stream() -> None:
+    async with echo_pair() as (server, client):
+        tasks_before = len(asyncio.all_tasks())
+
+        async def request(i: int) -> None:
+            stream = await client.open_stream()
+            payload = b"req-%d" % i
+            stream.write(payload)
+            stream.write_eof()
+            assert await stream.read() == payload
+            await stream.wait_closed()
+
+        await asyncio.gather(*(request(i) for i in range(200)))
+        session = _server_session(server)
+        assert session._handler_tasks == set()  # no handler task was ever made
+        assert len(asyncio.all_tasks()) <= tasks_before
+        closed = [e for e in Recorder.events if e[0] == "closed"]
+        assert len(closed) == 200
+        assert all(e[2] is None for e in closed)  # every one ended gracefully
+        assert session.stats["resets_sent"] == 0
+        assert client.stats["resets_received"] == 0
+        assert not session.streams  # and is forgotten
+
+
+async def test_delivered_data_is_not_held_and_reopens_the_window() -> None:
+    config = mio.Config(initial_window=65536, max_window=65536)
+    server, client = await _serve(Recorder, config=config)
+    try:
+        stream = await client.open_stream()
+        data = bytes(range(256)) * 4096  # 1 MiB: 16 windows
+        sent = asyncio.ensure_future(_send_all(stream, data))
+        echoed = await stream.read()
+        await sent
+        assert echoed == data
+        session = _server_session(server)
+        assert session.memory["inbound"] == 0
+        (proto,) = Recorder.instances
+        assert proto.received == len(data)
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def _send_all(stream: mio.Stream, data: bytes) -> None:
+    for i in range(0, len(data), 65536):
+        stream.write(data[i : i + 65536])
+        await stream.drain()
+    stream.write_eof()
+
+
+class Pausing(mio.StreamProtocol):
+    """Pauses after the first chunk; the test resumes it."""
+
+    instance: ClassVar[Pausing | None] = None
+
+    def __init__(self) -> None:
+        self.got = bytearray()
+        self.eof = False
+        self.stream: mio.Stream | None = None
+        Pausing.instance = self
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        assert self.stream is not None
+        self.got += data
+        self.stream.pause_reading()
+
+    def eof_received(self) -> None:
+        assert self.stream is not None
+        self.eof = True
+        self.stream.write(b"%d" % len(self.got))
+        self.stream.close()
+
+
+async def test_pause_reading_closes_the_window_and_resume_delivers_everything() -> None:
+    window = 65536
+    config = mio.Config(initial_window=window, max_window=window)
+    server, client = await _serve(Pausing, config=config)
+    try:
+        stream = await client.open_stream()
+        data = b"z" * (4 * window)
+        sender = asyncio.ensure_future(_send_all(stream, data))
+        session = None
+        for _ in range(500):  # until the sender is stopped by the closed window
+            await asyncio.sleep(0.005)
+            if server.sessions:
+                session = _server_session(server)
+                if stream.write_pending and stream.send_window == 0:
+                    break
+        assert session is not None
+        assert stream.send_window == 0
+        assert stream.write_pending > 0
+        proto = Pausing.instance
+        assert proto is not None
+        assert not sender.done()
+        # what arrived after the pause is held, counted, and bounded by one window
+        held = session.memory["inbound"]
+        assert 0 < held <= window
+        assert len(proto.got) + held <= window + 65536
+        while not sender.done() or not proto.eof:  # resume until everything came
+            assert proto.stream is not None
+            proto.stream.resume_reading()
+            await asyncio.sleep(0.001)
+        await sender
+        assert bytes(proto.got) == data
+        assert await stream.read() == b"%d" % len(data)
+        assert session.memory["inbound"] == 0
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class Failing(mio.StreamProtocol):
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        if data == b"boom":
+            raise ValueError("bad request")
+        self.stream.write(data)
+
+    def eof_received(self) -> None:
+        self.stream.close()
+
+
+async def test_a_failing_callback_resets_only_its_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, client = await _serve(Failing)
+    try:
+        bad = await client.open_stream()
+        bad.write(b"boom")
+        with pytest.raises(mio.StreamResetError) as info:
+            await bad.read()
+        assert info.value.code == ErrorCode.INTERNAL_ERROR
+        assert "StreamProtocol.data_received failed on stream" in caplog.text
+        good = await client.open_stream()
+        good.write(b"fine")
+        good.write_eof()
+        assert await good.read() == b"fine"
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_stream_closed_reports_a_reset_by_the_peer() -> None:
+    async with echo_pair() as (_, client):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        assert await stream.readexactly(1) == b"x"
+        stream.reset(ErrorCode.CANCEL)
+        for _ in range(200):
+            if any(e[0] == "closed" for e in Recorder.events):
+                break
+            await asyncio.sleep(0.005)
+        (closed,) = [e for e in Recorder.events if e[0] == "closed"]
+        assert isinstance(closed[2], mio.StreamCancelledError)
+        assert closed[2].code == ErrorCode.CANCEL
+
+
+async def test_stream_closed_reports_the_session_ending() -> None:
+    async with echo_pair() as (_, client):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        assert await stream.readexactly(1) == b"x"
+        client.close()
+        await client.wait_closed()
+        for _ in range(200):
+            if any(e[0] == "closed" for e in Recorder.events):
+                break
+            await asyncio.sleep(0.005)
+        (closed,) = [e for e in Recorder.events if e[0] == "closed"]
+        assert isinstance(closed[2], mio.SessionClosedError)
+
+
+class Reader(mio.StreamProtocol):
+    error: ClassVar[BaseException | None] = None
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        async def try_read() -> None:
+            try:
+                await stream.read()
+            except RuntimeError as exc:
+                Reader.error = exc
+            stream.close()
+
+        asyncio.get_running_loop().create_task(try_read())
+
+
+async def test_a_protocol_stream_cannot_be_read() -> None:
+    server, client = await _serve(Reader)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"x")  # delivered to the protocol: a read there would wait forever
+        assert await stream.read() == b""  # the protocol's task closed the stream
+        assert Reader.error is not None
+        assert "delivers its data to its StreamProtocol" in str(Reader.error)
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class BadFactory(mio.StreamProtocol):
+    def __init__(self) -> None:
+        raise RuntimeError("no")
+
+
+async def test_a_failing_factory_resets_the_stream() -> None:
+    server, client = await _serve(BadFactory)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"x")
+        with pytest.raises(mio.StreamResetError) as info:
+            await stream.read()
+        assert info.value.code == ErrorCode.INTERNAL_ERROR
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_quic_refuses_protocol_classes() -> None:
+    pytest.importorskip("aioquic")
+    import mio.quic
+
+    with pytest.raises(TypeError, match="coroutine stream handlers only"):
+        await mio.quic.serve(Recorder, "127.0.0.1", 0)  # type: ignore[arg-type]
