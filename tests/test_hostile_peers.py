@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import tracemalloc
 from typing import Any
 
@@ -26,6 +27,7 @@ from _rawpeer import (
     WND,
     RawPeer,
     data,
+    fin,
     h,
     mio_server,
     only_session,
@@ -36,6 +38,7 @@ from _rawpeer import (
     swnd,
     wnd,
 )
+from session_util import eventually
 
 import mio
 from mio.wire import ErrorCode
@@ -145,8 +148,14 @@ async def test_unknown_flag_combination_closes_session(flags: int) -> None:
         peer.send(h(1, 0, flags) + open_(3) + data(3, b"never seen"))
         await peer.flush()
         await expect_protocol_close(peer, session)
+        # The error names the offending frame: its offset in the connection (after the
+        # 8 + 8 + 4 bytes of OPEN 1 and DATA "kept"), its flags and its stream id.
+        where = f"frame at offset 20, flags 0x{flags:02x}, stream 1"
+        assert where in str(session.close_error)
         # Already received data stays readable, then the session error.
         assert await stream.read(100) == b"kept"
+        with pytest.raises(mio.SessionClosedError, match=re.escape(where)):
+            await asyncio.wait_for(stream.read(), WAIT)
         await assert_stream_session_closed(stream)
         assert 3 not in rec.streams
 
@@ -498,6 +507,31 @@ async def test_peer_that_never_sends_window_updates() -> None:
         await peer.flush()
         await peer.wait_for(lambda _f: peer.ended(1), what="the rest after the window update")
         assert peer.received(1) == big
+
+
+async def test_server_close_cancels_handlers_of_a_session_the_peer_ended() -> None:
+    """A session the peer ended leaves its handlers ``close_timeout`` to read what arrived;
+    closing the server ends that grace at once and ``wait_closed()`` waits for them, so
+    no handler outlives the server (even with a close_timeout far beyond the test's)."""
+    rec = Recorder(hold={1})
+    server = await mio.serve(rec, "127.0.0.1", 0, config=mio.Config(close_timeout=3600))
+    try:
+        peer = await RawPeer.connect(server.port)
+        peer.send(open_(1) + data(1, b"kept") + fin())
+        await peer.flush()
+        stream = await rec.wait_stream(1)
+        session = stream.session
+        await peer.wait_eof()
+        await peer.close()
+        await asyncio.wait_for(session.wait_closed(), WAIT)
+        await eventually(lambda: not server.sessions)  # forgotten as a connected session
+        handler = rec.tasks[1]
+        assert not handler.done()  # still within its close_timeout
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), WAIT)
+    assert handler.cancelled()
+    assert await stream.read(100) == b"kept"  # what arrived stays readable
 
 
 # --------------------------------------------------------------------------------------------

@@ -320,9 +320,11 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         """Close now: send FIN with ``code`` after what is queued, then close the transport.
 
         Every stream ends: data already received stays readable, then reads raise
-        :class:`SessionClosedError`; writes raise it at once. Handler tasks are cancelled.
+        :class:`SessionClosedError`; writes raise it at once. Handler tasks are cancelled,
+        also those still reading what arrived before the peer ended the session.
         """
         if self._closed:
+            self._cancel_handlers()  # the peer ended it first: their close_timeout ends now
             return
         self._send_frame(0, code, _KIND_FIN)
         self._shutdown(SessionClosedError("session closed locally", None), abort=False, local=True)
