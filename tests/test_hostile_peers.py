@@ -492,10 +492,24 @@ async def test_peer_that_never_sends_window_updates() -> None:
         peer.send(open_(1, 4096) + data(1, b"go"))
         await peer.flush()
         await peer.wait_for(lambda _f: len(peer.received(1)) >= 4096, what="the first window")
-        for _ in range(20):  # give mio every chance to send more than the window
-            await asyncio.sleep(0.01)
-        assert peer.received(1) == big[:4096]
         stream = state["stream"]
+        # By state, not by time: the sender is blocked on the window (none left, the rest
+        # queued in the stream, mio's output buffer empty) ...
+        session = stream.session
+        await eventually(
+            lambda: (
+                stream.send_window == 0
+                and stream.write_pending == size - 4096
+                and not session._wbuf
+            )
+        )
+        # ... and a barrier: mio answers a zero-window OPEN with RST REFUSED after whatever
+        # it had sent before, so once that RST is here, every DATA mio sent on 1 is too.
+        peer.send(open_(3, 0))
+        await peer.flush()
+        await peer.wait_for(lambda _f: peer.of_kind(RST, 3), what="RST REFUSED for stream 3")
+        assert peer.of_kind(RST, 3) == [(RST, 3, ErrorCode.REFUSED)]
+        assert peer.received(1) == big[:4096]  # not one byte more than the window
         assert stream.write_pending == size - 4096
         drain = state["drain"]
         assert not drain.done()

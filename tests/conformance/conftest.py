@@ -9,9 +9,9 @@
 
 A test opens a connected pair with ``async with transport.pair(config) as (client, server)``
 and uses nothing but the :mod:`mio.abc` interfaces. Every test runs on the default asyncio
-event loop and on uvloop (the ``loop_kind`` fixture of ``tests/conftest.py``). A behaviour a transport does not have is
-declared with ``@pytest.mark.transport_xfail("quic", reason=...)`` (a strict xfail for that
-transport only); docs/TRANSPORTS.md lists the same differences.
+event loop and on uvloop (the ``loop_kind`` fixture of ``tests/conftest.py``). A behaviour a
+transport does not have is declared with ``@pytest.mark.transport_xfail("quic", reason=...)``
+(a strict xfail for that transport only); docs/TRANSPORTS.md lists the same differences.
 """
 
 from __future__ import annotations
