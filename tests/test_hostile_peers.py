@@ -309,6 +309,44 @@ async def test_open_with_wrong_parity_is_accepted_if_unused() -> None:
         assert not peer.of_kind(RST)
 
 
+async def test_data_after_the_peers_half_close_resets_that_stream() -> None:
+    rec = Recorder(hold={1})
+    async with mio_server(rec) as server, raw_peer(server.port) as peer:
+        peer.send(open_(1) + data(1, b"all", hfr=True))
+        await peer.flush()
+        stream = await rec.wait_stream(1)
+        peer.send(data(1, b"more"))  # the peer said it was done: a protocol violation
+        await peer.echo(3, b"control")  # the session goes on
+        assert peer.of_kind(RST, 1) == [(RST, 1, PROTOCOL_ERROR)]
+        with pytest.raises(mio.StreamResetError) as info:
+            await stream.read()
+        assert info.value.code == PROTOCOL_ERROR
+        assert not info.value.remote
+        assert "DATA after the peer's half-close" in str(info.value)
+
+
+async def test_open_stream_never_reuses_an_id_the_peer_used() -> None:
+    """Ids of our parity the peer opened are never allocated by open_stream(), even once
+    their streams are finished (a late frame for the old stream would hit the new one)."""
+    rec = Recorder()
+    async with mio_server(rec) as server, raw_peer(server.port) as peer:
+        await peer.echo(2, b"even id from the client")
+        await peer.echo(8, b"and a higher one")
+        peer.send(data(2, b"", hfr=True) + data(8, b"", hfr=True))
+        await peer.flush()
+        await peer.wait_for(lambda _f: peer.ended(2) and peer.ended(8), what="both ended")
+        session = await only_session(server)
+        await eventually(lambda: session.stream_count == 0)  # 2 and 8 are finished
+        own = [await session.open_stream() for _ in range(2)]
+        assert [s.id for s in own] == [10, 12]
+        for stream in own:
+            stream.write(b"from the server %d" % stream.id)
+        await peer.wait_for(lambda _f: peer.received(12), what="data on 12")
+        assert peer.received(10) == b"from the server 10"
+        assert [f.sid for f in peer.of_kind(OPEN)] == [10, 12]
+        assert not peer.of_kind(RST)
+
+
 async def test_window_update_overflow_resets_that_stream() -> None:
     rec = Recorder()
     async with mio_server(rec) as server, raw_peer(server.port) as peer:

@@ -659,6 +659,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
 
     def _on_open(self, sid: int, window: int) -> None:
         cfg = self._config
+        if sid >= self._next_id and (sid ^ self._next_id) & 1 == 0:
+            # The peer used an id of our parity (a reference peer does): open_stream() must
+            # never allocate it, even after that stream finished, so our ids move past it.
+            self._next_id = sid + 2
         existing = self._streams.get(sid)
         if existing is not None:
             self._stream_protocol_error(existing, "peer sent OPEN for a stream id already open")
