@@ -1,6 +1,7 @@
 """Behaviour every transport of the mio stream API must have, written once against mio.abc.
 
-Each test runs over MIO/TCP, MIO/pipe and QUIC (the ``transport`` fixture of conftest.py).
+Each test runs over MIO/TCP, MIO/pipe and QUIC (the ``transport`` fixture of conftest.py),
+on the default asyncio loop and on uvloop (``loop_kind``).
 Tests use only the :mod:`mio.abc` interfaces and the :mod:`mio.errors` classes; nothing
 here knows which transport it runs on, except the declared ``transport_xfail`` markers.
 Waiting is bounded by timeouts; no test asserts on elapsed time.
