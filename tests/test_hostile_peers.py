@@ -318,6 +318,7 @@ async def test_open_with_wrong_parity_is_accepted_if_unused() -> None:
         await peer.wait_for(lambda _f: peer.of_kind(OPEN, 4), what="OPEN 4")
         own.write(b"from the server")
         await peer.wait_for(lambda _f: peer.received(4) == b"from the server", what="data on 4")
+        await assert_fresh_stream_echoes(peer, 5)
         assert not peer.of_kind(RST)
 
 
@@ -356,6 +357,7 @@ async def test_open_stream_never_reuses_an_id_the_peer_used() -> None:
         await peer.wait_for(lambda _f: peer.received(12), what="data on 12")
         assert peer.received(10) == b"from the server 10"
         assert [f.sid for f in peer.of_kind(OPEN)] == [10, 12]
+        await assert_fresh_stream_echoes(peer, 15)
         assert not peer.of_kind(RST)
 
 
