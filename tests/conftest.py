@@ -5,6 +5,8 @@
   Test bodies never branch on the implementation.
 * Coroutine tests (``async def test_...``) run in a fresh event loop with a hard timeout;
   a test that requests the ``loop_kind`` fixture runs on the default loop and on uvloop.
+* A coroutine test fails when it leaves a task pending (a leak, in mio or in the test);
+  ``@pytest.mark.allow_leaked_tasks(reason=...)`` opts a test out and says why.
 """
 
 from __future__ import annotations
@@ -119,18 +121,52 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     async def run() -> None:
         await asyncio.wait_for(func(**kwargs), timeout)
 
+    allow_leaks = pyfuncitem.get_closest_marker("allow_leaked_tasks") is not None
     loop = _loop_factory(kind)()
+    leaked: list[asyncio.Task[Any]] = []
     try:
         loop.run_until_complete(run())
-        _cancel_leftovers(loop)
+        leaked = loop.run_until_complete(_leftover_tasks())
     finally:
+        _cancel(loop, leaked or [t for t in asyncio.all_tasks(loop) if not t.done()])
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+    if leaked and not allow_leaks:
+        pytest.fail(
+            f"{len(leaked)} task(s) still pending after the test returned "
+            f"(mark the test allow_leaked_tasks(reason=...) if that is intended): "
+            + "; ".join(_describe(t) for t in leaked[:5]),
+            pytrace=False,
+        )
     return True
 
 
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+LEAK_SETTLE_TICKS = 20
+
+
+async def _leftover_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks still pending after the test body returned and the loop ran a few more ticks.
+
+    The ticks let a task that was already told to finish (a cancelled handler, a reader
+    whose transport just closed) run its last step; a task still pending after them waits
+    on something the test never ends: a leak.
+    """
+    me = asyncio.current_task()
+    for _ in range(LEAK_SETTLE_TICKS):
+        pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if not pending:
+            return []
+        await asyncio.sleep(0)
+    return pending
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", repr(coro))
+    return f"{task.get_name()} ({name})"
+
+
+def _cancel(loop: asyncio.AbstractEventLoop, pending: list[asyncio.Task[Any]]) -> None:
     for task in pending:
         task.cancel()
     if pending:

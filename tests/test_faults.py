@@ -188,9 +188,15 @@ async def test_black_holed_peer_is_closed_by_idle_timeout() -> None:
         assert not peer.of_kind(FIN)
 
 
+SILENCE = 4  # idle timeouts of application silence the keepalive tests last, at least
+
+
 async def test_keepalive_sessions_are_never_killed() -> None:
+    loop = asyncio.get_running_loop()
     async with mio_pair(echo, config=LIVE) as (client, server):
-        for _ in range(40):  # about 8 idle timeouts of silence from both applications
+        start = loop.time()
+        assert LIVE.idle_timeout is not None
+        while loop.time() - start < SILENCE * LIVE.idle_timeout:  # no application traffic
             await asyncio.sleep(0.05)
             assert not client.is_closed
             assert not server.is_closed
@@ -201,10 +207,15 @@ async def test_keepalive_sessions_are_never_killed() -> None:
 async def test_busy_raw_peer_is_never_killed(traffic: str) -> None:
     async with mio_server(echo, LIVE) as server, raw_peer(server.port) as peer:
         peer.send(open_(1))
-        for i in range(40):  # about 8 idle timeouts; the peer never sends anything else
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert LIVE.idle_timeout is not None
+        i = 0
+        while loop.time() - start < SILENCE * LIVE.idle_timeout:  # nothing else is sent
             peer.send(data(1, b"%d," % i) if traffic == "data" else swnd(0))
             await peer.flush()
             await asyncio.sleep(0.05)
+            i += 1
         await peer.echo(3, b"still alive")
         assert not peer.eof
         assert not peer.of_kind(FIN)

@@ -256,3 +256,26 @@ async def test_readexactly_announces_batched_window_when_it_needs_it() -> None:
         writer = asyncio.ensure_future(stream.send(b"b" * 80))  # 60 fit, 20 wait for window
         assert await asyncio.wait_for(peer.readexactly(80), 5) == b"b" * 80
         await asyncio.wait_for(writer, 5)
+
+
+async def test_window_increments_above_the_24_bit_limit_are_split() -> None:
+    """A WINDOW UPDATE carries at most 16 MiB - 1: a larger increment (here the whole
+    16 MiB - 1 window read at once, plus the auto-tuning growth to twice that) goes out
+    as several frames that add up to it."""
+    window = 0xFFFFFF
+    accepted = Accepted()
+    config = mio.Config(max_window=2 * window)
+    async with await mio.serve(
+        None, "127.0.0.1", 0, config=config, session_handler=accepted
+    ) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        raw.open(1, window=window)
+        raw.data(1, b"w" * window, max_frame=65536)
+        stream = await asyncio.wait_for(session.accept_stream(), 10)
+        assert await asyncio.wait_for(stream.readexactly(window), 30) == b"w" * window
+        first = await raw.expect([WINDOW_UPDATE], 1)
+        second = await raw.expect([WINDOW_UPDATE], 1)
+        assert (first.value, second.value) == (window, window)  # window read + growth
+        assert stream.recv_window == 2 * window
+        await raw.close()

@@ -19,6 +19,7 @@ from session_util import (
     echo,
     eventually,
     mio_pair,
+    raw_server,
 )
 
 import mio
@@ -292,3 +293,38 @@ def test_config_for_reference() -> None:
     assert cfg.max_streams == 2000
     with pytest.raises(ValueError, match="max_session_memory"):
         mio.Config(max_session_memory=0)
+
+
+async def test_waiting_readers_hold_up_to_their_windows_beyond_the_limit() -> None:
+    """The documented bound: inbound data stays under max_session_memory plus one read,
+    except that memory a waiting reader asked for is never shed (M3): while every held
+    byte is waited for, reading resumes, up to the receive windows of the streams being
+    read. Here those are streams this side opened (windows up to max_window), six waiting
+    readers at 512 KiB each hold 3 MiB under a 1 MiB limit, while an unread stream is shed."""
+    window = 512 * 1024
+    config = mio.Config(max_session_memory=LIMIT, initial_window=window, max_window=window)
+    async with raw_server() as (port, peers):
+        client = await mio.connect("127.0.0.1", port, config=config)
+        async with client:
+            raw = await asyncio.wait_for(peers.get(), 10)
+            unread = await client.open_stream()
+            waited = [await client.open_stream() for _ in range(6)]
+            readers = [asyncio.ensure_future(s.readexactly(window)) for s in waited]
+            raw.data(unread.id, b"u" * 300 * 1024, max_frame=16 * 1024)
+            for stream in waited:
+                raw.data(stream.id, b"w" * (window - 1), max_frame=16 * 1024)
+            await raw.drain()
+            held = 6 * (window - 1)
+            await eventually(lambda: client.memory["inbound"] == held)
+            assert held > LIMIT + READ_SLACK  # the window term of the bound is real
+            assert held <= max(LIMIT, 6 * window) + READ_SLACK
+            rst = await raw.expect([RST])
+            assert (rst.sid, rst.value) == (unread.id, ErrorCode.RESOURCE_LIMIT)
+            assert not any(r.done() for r in readers)  # nothing a reader waits for was lost
+            for stream in waited:
+                raw.data(stream.id, b"w")
+            await raw.drain()
+            got = await asyncio.wait_for(asyncio.gather(*readers), 10)
+            assert got == [b"w" * window] * 6
+            assert client.memory["inbound"] == 0
+            assert [f.sid for f in raw.frames(RST)] == [unread.id]

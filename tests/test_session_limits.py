@@ -98,6 +98,28 @@ async def test_open_with_window_above_max_open_window_is_refused() -> None:
         await raw.close()
 
 
+async def test_zero_window_open_is_refused() -> None:
+    """An OPEN with window 0 could never carry a byte either way: RST REFUSED, nothing
+    reaches the application, and the next stream is accepted as usual."""
+    accepted = Accepted()
+    async with await mio.serve(None, "127.0.0.1", 0, session_handler=accepted) as server:
+        raw = await RawPeer.connect(server.port)
+        session = await accepted.get()
+        raw.open(2, window=0)
+        raw.open(4, window=1)
+        rst = await raw.expect([RST])
+        assert (rst.sid, rst.value) == (2, ErrorCode.REFUSED)
+        stream = await asyncio.wait_for(session.accept_stream(), 5)
+        assert stream.id == 4
+        assert session.stats["streams_refused"] == 1
+        raw.data(4, b"x", hfr=True)
+        assert await stream.read() == b"x"
+        stream.close()
+        await stream.wait_closed()
+        assert len(raw.frames(RST)) == 1
+        await raw.close()
+
+
 async def test_open_windows_are_promises_not_a_budget() -> None:
     """OPENs at the reference's 0xFFFFFF window are admitted up to max_streams, whatever the
     windows add up to (1000 x 16 MiB): memory is budgeted by the bytes actually held."""

@@ -31,10 +31,11 @@ def check(r: Any) -> None:
     assert r.live_streams_left == 0
     assert r.recent_resets == 0  # the graceful path sends no RST
     assert r.bulk_bytes > 0
-    # Retained after the warm-up: a leak of even 50 bytes per stream would show.
-    # Each session's read buffer grows once, from 16 KiB up to 256 KiB, when bulk traffic
-    # fills it: a bounded one-time cost (two sessions), anything beyond it would be a leak.
-    assert r.traced_growth < 2 * 256 * 1024 + 128 * 1024, r.summary()
+    # Retained after the warm-up: a leak of even 50 bytes per stream would show. Measured:
+    # 14-17 KiB over the 9,000 streams after the warm-up (under 2 bytes per stream); the
+    # shared read buffer (docs/PROTOCOL.md M7) is allocated before tracing starts.
+    measured = r.samples[-1].streams_done - r.samples[0].streams_done
+    assert r.traced_growth < 50 * measured, r.summary()
     assert r.rss_growth < 32 * 1024 * 1024, r.summary()
 
 

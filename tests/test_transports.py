@@ -15,12 +15,12 @@ from session_util import echo, eventually, roundtrip
 
 import mio
 
-trustme = pytest.importorskip("trustme")
-
 
 @pytest.fixture(scope="module")
 def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context) with a self-signed CA."""
+    """(server context, client context) with a self-signed CA (only the TLS tests need
+    trustme: the others run without it)."""
+    trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)

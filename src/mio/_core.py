@@ -362,10 +362,17 @@ class SessionCore(Generic[S]):
             )
 
     def _cancel_handlers(self) -> None:
-        self._handlers_deadline = None
+        if self._handlers_deadline is not None:
+            self._handlers_deadline.cancel()
+            self._handlers_deadline = None
         tasks, self._handler_tasks = self._handler_tasks, set()
         for task in tasks:
             task.cancel()  # (one that never started never reaches _run_handler's finally)
+
+    async def _handlers_finished(self) -> None:
+        """Wait (without cancelling them) until no handler task of this session runs."""
+        while self._handler_tasks:
+            await asyncio.wait(set(self._handler_tasks))
 
     def _cancel_handler_of(self, stream: S) -> None:
         """The peer gave up on ``stream`` (``CANCEL``): so does the handler serving it."""

@@ -120,6 +120,8 @@ class _ClosableSession(Protocol):
 
     async def wait_closed(self) -> None: ...
 
+    async def _handlers_finished(self) -> None: ...
+
 
 S = TypeVar("S", bound=_ClosableSession)
 T = TypeVar("T")
@@ -135,6 +137,8 @@ class SessionTracker(Generic[S]):
     def __init__(self, session_handler: Callable[[S], Awaitable[None]] | None) -> None:
         self._session_handler = session_handler
         self._sessions: set[S] = set()
+        # Closed by the peer, with stream handlers still in their close_timeout.
+        self._lingering: set[S] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _session_made(self, session: S) -> None:
@@ -154,6 +158,14 @@ class SessionTracker(Generic[S]):
             await session.wait_closed()
         finally:
             self._sessions.discard(session)
+        # A session the peer ended leaves its stream handlers ``close_timeout`` to read what
+        # arrived: the server answers for them until they are done (close() cancels them,
+        # wait_closed() waits for them).
+        self._lingering.add(session)
+        try:
+            await session._handlers_finished()
+        finally:
+            self._lingering.discard(session)
 
     @property
     def sessions(self) -> frozenset[S]:
@@ -531,7 +543,7 @@ class Server(SessionTracker[Session]):
     def close(self, code: int = 0) -> None:
         """Stop listening and close every session with FIN ``code``."""
         self._stop_listening()
-        for session in list(self._sessions):
+        for session in [*self._sessions, *self._lingering]:
             session.close(code)
 
     async def aclose(self, timeout: float | None = None) -> None:

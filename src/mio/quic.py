@@ -656,6 +656,7 @@ class QuicSession(SessionCore[QuicStream]):
         """
         code = _check_code(code)
         if self._closed:
+            self._cancel_handlers()  # the peer ended it first: their close_timeout ends now
             return
         self._shutdown(SessionClosedError("session closed locally", None), local=True)
         if self._quic._close_event is None:
@@ -1016,7 +1017,7 @@ class QuicServer(SessionTracker[QuicSession]):
 
     def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Close every session with ``code`` and stop listening."""
-        for session in list(self._all):
+        for session in [*self._all, *self._lingering]:
             session.close(code)
         if self._server is not None and self.is_serving():
             self._server.close()

@@ -329,9 +329,11 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         """Close now: send FIN with ``code`` after what is queued, then close the transport.
 
         Every stream ends: data already received stays readable, then reads raise
-        :class:`SessionClosedError`; writes raise it at once. Handler tasks are cancelled.
+        :class:`SessionClosedError`; writes raise it at once. Handler tasks are cancelled,
+        also those still reading what arrived before the peer ended the session.
         """
         if self._closed:
+            self._cancel_handlers()  # the peer ended it first: their close_timeout ends now
             return
         self._send_frame(0, code, _KIND_FIN)
         self._shutdown(SessionClosedError("session closed locally", None), abort=False, local=True)
@@ -666,6 +668,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
 
     def _on_open(self, sid: int, window: int) -> None:
         cfg = self._config
+        if sid >= self._next_id and (sid ^ self._next_id) & 1 == 0:
+            # The peer used an id of our parity (a reference peer does): open_stream() must
+            # never allocate it, even after that stream finished, so our ids move past it.
+            self._next_id = sid + 2
         existing = self._streams.get(sid)
         if existing is not None:
             self._stream_protocol_error(existing, "peer sent OPEN for a stream id already open")

@@ -8,9 +8,10 @@
   certificate from a throwaway trustme CA (skipped when aioquic or trustme is missing).
 
 A test opens a connected pair with ``async with transport.pair(config) as (client, server)``
-and uses nothing but the :mod:`mio.abc` interfaces. A behaviour a transport does not have is
-declared with ``@pytest.mark.transport_xfail("quic", reason=...)`` (a strict xfail for that
-transport only); docs/TRANSPORTS.md lists the same differences.
+and uses nothing but the :mod:`mio.abc` interfaces. Every test runs on the default asyncio
+event loop and on uvloop (the ``loop_kind`` fixture of ``tests/conftest.py``). A behaviour a
+transport does not have is declared with ``@pytest.mark.transport_xfail("quic", reason=...)``
+(a strict xfail for that transport only); docs/TRANSPORTS.md lists the same differences.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ async def _close_all(*sessions: mio.abc.Session) -> None:
     for session in sessions:
         session.close()
     await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in sessions)), 10)
+
+
+@pytest.fixture(autouse=True)
+def _event_loop_kind(loop_kind: str) -> str:
+    """Every conformance test runs on the default asyncio loop and on uvloop."""
+    return loop_kind
 
 
 @pytest.fixture(params=TRANSPORTS)

@@ -1,6 +1,7 @@
 """Behaviour every transport of the mio stream API must have, written once against mio.abc.
 
-Each test runs over MIO/TCP, MIO/pipe and QUIC (the ``transport`` fixture of conftest.py).
+Each test runs over MIO/TCP, MIO/pipe and QUIC (the ``transport`` fixture of conftest.py),
+on the default asyncio loop and on uvloop (``loop_kind``).
 Tests use only the :mod:`mio.abc` interfaces and the :mod:`mio.errors` classes; nothing
 here knows which transport it runs on, except the declared ``transport_xfail`` markers.
 Waiting is bounded by timeouts; no test asserts on elapsed time.
@@ -32,27 +33,61 @@ async def within(aw: object) -> object:
     return await asyncio.wait_for(aw, T)  # type: ignore[arg-type]
 
 
-async def echo(stream: mio.abc.Stream) -> None:
-    try:
-        async for chunk in stream:
-            await stream.send(chunk)
-        stream.write_eof()
-    except mio.MioError:
-        pass  # the test reset the stream or closed the session
+class EchoServer:
+    """Echoes every stream the peer opens on ``session`` and records how each echo ended:
+    ``None`` for the graceful end (the peer half-closed, everything was sent back, our
+    direction ended), else the :class:`mio.MioError` that stopped it."""
 
+    def __init__(self, session: mio.abc.Session) -> None:
+        self.ended: dict[int, BaseException | None] = {}
+        self._echoes: set[asyncio.Task[None]] = set()
+        self._task = asyncio.ensure_future(self._serve(session))
 
-async def serve_echo(session: mio.abc.Session) -> None:
-    """Echo every stream the peer opens, until the session ends."""
-    tasks = set()
-    async for stream in session:
-        task = asyncio.ensure_future(echo(stream))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    for task in tasks:
-        task.cancel()
+    async def _serve(self, session: mio.abc.Session) -> None:
+        async for stream in session:
+            task = asyncio.ensure_future(self._echo(stream))
+            self._echoes.add(task)
+            task.add_done_callback(self._echoes.discard)
+
+    async def _echo(self, stream: mio.abc.Stream) -> None:
+        try:
+            async for chunk in stream:
+                await stream.send(chunk)
+            stream.write_eof()
+        except mio.MioError as exc:
+            self.ended[stream.id] = exc
+        else:
+            self.ended[stream.id] = None
+
+    async def ended_gracefully(self, *ids: int) -> None:
+        """Wait until the echoes of the streams ``ids`` ended; each must have ended
+        gracefully (a reset or a session error instead fails the test)."""
+
+        async def ended() -> None:
+            while not all(i in self.ended for i in ids):  # noqa: ASYNC110 - polled state
+                await asyncio.sleep(0.005)
+
+        await within(ended())
+        assert {i: self.ended[i] for i in ids} == dict.fromkeys(ids)
+
+    async def stop(self) -> None:
+        """Stop serving; echoes still running are cancelled."""
+        tasks = [self._task, *self._echoes]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------- interfaces
+async def test_runs_on_the_requested_event_loop(transport, loop_kind: str) -> None:
+    loop = asyncio.get_running_loop()
+    assert type(loop).__module__.startswith(loop_kind), type(loop)
+    async with transport.pair() as (client, server):
+        stream = await client.open_stream()
+        await stream.send(b"x")
+        assert await within((await within(server.accept_stream())).readexactly(1)) == b"x"
+
+
 async def test_sessions_and_streams_satisfy_the_protocols(transport) -> None:
     async with transport.pair() as (client, server):
         assert isinstance(client, mio.abc.Session)
@@ -147,7 +182,7 @@ async def test_async_iteration_yields_accepted_streams_until_the_session_ends(tr
 async def test_echo(transport, size: int) -> None:
     payload = os.urandom(size)
     async with transport.pair() as (client, server):
-        task = asyncio.ensure_future(serve_echo(server))
+        echoes = EchoServer(server)
         stream = await client.open_stream()
         reader = asyncio.ensure_future(stream.read())
         stream.write(payload)
@@ -156,7 +191,8 @@ async def test_echo(transport, size: int) -> None:
         assert await within(reader) == payload
         assert stream.at_eof()
         await within(stream.wait_closed())
-        task.cancel()
+        await echoes.ended_gracefully(stream.id)
+        await echoes.stop()
 
 
 async def test_write_takes_a_snapshot_and_writelines_keeps_order(transport) -> None:
@@ -306,19 +342,38 @@ async def test_close_with_data_the_peer_never_reads_ends_after_linger(transport)
     async with transport.pair(config) as (client, server):
         stream = await client.open_stream()
         stream.write(os.urandom(1_000_000))
-        await within(server.accept_stream())
+        peer = await within(server.accept_stream())
         stream.close()
-        await within(stream.wait_closed())
+        await within(stream.wait_closed())  # returns once linger_timeout gave up on the data
+        # The peer learns that the rest will never come: a reset with CANCEL, not the
+        # end of stream of a complete transfer (its window's worth of data is dropped).
+        with pytest.raises(StreamResetError) as info:
+            await within(peer.read())
+        assert info.value.code == ErrorCode.CANCEL
+        # The session is unharmed.
+        again = await client.open_stream()
+        await again.send(b"still here")
+        assert await within((await within(server.accept_stream())).readexactly(10)) == (
+            b"still here"
+        )
 
 
 async def test_stream_context_manager_closes_gracefully(transport) -> None:
     async with transport.pair() as (client, server):
-        task = asyncio.ensure_future(serve_echo(server))
         async with await client.open_stream() as stream:
             await stream.send(b"abc")
-            assert await within(stream.readexactly(3)) == b"abc"
-        assert stream.is_closing()
-        task.cancel()
+            peer = await within(server.accept_stream())
+            assert await within(peer.readexactly(3)) == b"abc"
+            await peer.send(b"def")
+            assert await within(stream.readexactly(3)) == b"def"
+            stream.write(b"last")
+        # Leaving the block closed the stream, not reset it: the peer reads what was
+        # written, then end of stream (a reset would raise StreamResetError here).
+        assert await within(peer.read()) == b"last"
+        assert peer.at_eof()
+        with pytest.raises(StreamClosedError) as info:
+            stream.write(b"after")
+        assert not isinstance(info.value, StreamResetError)
 
 
 async def test_stream_context_manager_resets_on_error(transport) -> None:
@@ -565,15 +620,18 @@ async def test_graceful_close_sends_no_reset(transport) -> None:
 
 async def test_many_sequential_streams_under_a_small_stream_limit(transport) -> None:
     async with transport.pair(mio.Config(max_streams=4)) as (client, server):
-        task = asyncio.ensure_future(serve_echo(server))
+        echoes = EchoServer(server)
+        ids = []
         for i in range(200):
             stream = await within(client.open_stream())
+            ids.append(stream.id)
             msg = str(i).encode()
             stream.write(msg)
             stream.write_eof()
             assert await within(stream.read()) == msg
             await within(stream.wait_closed())
-        task.cancel()
+        await echoes.ended_gracefully(*ids)
+        await echoes.stop()
 
 
 # ---------------------------------------------------------------------- sessions
@@ -669,27 +727,28 @@ async def test_aclose_lets_open_streams_finish(transport) -> None:
 async def test_many_concurrent_streams(transport) -> None:
     count = 300
     async with transport.pair() as (client, server):
-        task = asyncio.ensure_future(serve_echo(server))
+        echoes = EchoServer(server)
 
-        async def one(i: int) -> bytes:
+        async def one(i: int) -> int:
             stream = await client.open_stream()
             msg = f"stream {i} ".encode() * (i % 7 + 1)
             await stream.send(msg)
-            back = await stream.readexactly(len(msg))
+            assert await stream.readexactly(len(msg)) == msg
             stream.write_eof()
             assert await stream.read() == b""
             await stream.wait_closed()
-            return back == msg
+            return stream.id
 
-        results = await within(asyncio.gather(*(one(i) for i in range(count))))
-        assert all(results)
-        task.cancel()
+        ids = await within(asyncio.gather(*(one(i) for i in range(count))))
+        assert len(set(ids)) == count
+        await echoes.ended_gracefully(*ids)
+        await echoes.stop()
 
 
 async def test_open_stream_waits_at_the_stream_limit(transport) -> None:
     limit = 8
     async with transport.pair(mio.Config(max_streams=limit)) as (client, server):
-        task = asyncio.ensure_future(serve_echo(server))
+        echoes = EchoServer(server)
         streams = []
         for _ in range(limit):
             stream = await within(client.open_stream())
@@ -706,4 +765,5 @@ async def test_open_stream_waits_at_the_stream_limit(transport) -> None:
         stream = await within(extra)
         await stream.send(b"y")
         assert await within(stream.readexactly(1)) == b"y"
-        task.cancel()
+        await echoes.ended_gracefully(first.id)
+        await echoes.stop()
