@@ -47,6 +47,8 @@ SDIST_REQUIRED = (
     "tests/conftest.py",
     "fuzz/fuzz_decoder.py",
     "docs/PROTOCOL.md",
+    "docs/conf.py",
+    "docs/index.md",
 )
 #: Build output that must never be shipped in the sdist.
 GENERATED = ("*.c", "*.html", "*.so", "*.pyd", "*.dylib", "*.dll", "*.pyc", "*/__pycache__/*")
