@@ -87,10 +87,6 @@ def setup(app: Any) -> None:
     app.connect("autodoc-process-docstring", _keep_property_colons, priority=600)
 
 
-# Links to repository files that are not documentation pages (tests, benchmarks, sources)
-# point at the repository rather than failing as missing documents.
-SOURCE = "https://github.com/mio-project/mio/blob/main/"
-
 html_theme = "furo"
 html_title = f"{DISTRIBUTION} {release}"
 html_theme_options = {
