@@ -8,7 +8,7 @@ against :mod:`mio.abc`; only :func:`listen` and :func:`dial` know the transport.
 Run both sides in one process::
 
     python examples/rpc_echo.py demo --transport mio
-    python examples/rpc_echo.py demo --transport quic      # needs mio[quic]
+    python examples/rpc_echo.py demo --transport quic      # needs mio-mux[quic]
 
 or separately (QUIC needs a certificate; ``demo`` makes a throwaway one)::
 
@@ -104,7 +104,7 @@ async def run_calls(session: mio.abc.Session, calls: int, concurrency: int, size
 async def listen(args: argparse.Namespace) -> Listener:
     if args.transport == "mio":
         return await mio.serve(handle_call, args.host, args.port)
-    from mio import quic  # the mio[quic] extra
+    from mio import quic  # the mio-mux[quic] extra
 
     if not args.certfile:
         raise SystemExit("--transport quic: the server needs --certfile and --keyfile")

@@ -32,7 +32,7 @@ def check(stream: NoReset) -> mio.abc.Stream:
 
 def _mypy(tmp_path: Path, *files: Path) -> subprocess.CompletedProcess[str]:
     if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed (pip install 'mio[dev]')")
+        pytest.skip("mypy is not installed (pip install 'mio-mux[dev]')")
     return subprocess.run(
         [
             sys.executable,

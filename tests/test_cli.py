@@ -43,7 +43,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--version"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"mio {mio.__version__} (")
+    assert out.startswith(f"mio-mux {mio.__version__} (")
     if mio.EXTENSIONS_ACTIVE:
         assert "compiled extensions active" in out
     else:
@@ -54,7 +54,7 @@ def test_version_reports_pure_python_codec() -> None:
     env = dict(os.environ, MIO_NO_EXTENSIONS="1")
     proc = run_mio("--version", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"mio {mio.__version__} (")
+    assert proc.stdout.startswith(f"mio-mux {mio.__version__} (")
     assert "compiled extensions NOT active" in proc.stdout
     assert "MIO_NO_EXTENSIONS" in proc.stdout
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 def _transport(name: str) -> str:
     if name == "quic" and importlib.util.find_spec("aioquic") is None:
-        pytest.skip("aioquic is not installed (pip install 'mio[quic]')")
+        pytest.skip("aioquic is not installed (pip install 'mio-mux[quic]')")
     return name
 
 

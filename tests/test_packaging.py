@@ -20,23 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 import mio
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML with tomli (in the test extra)
-    tomllib = pytest.importorskip("tomli")
+from mio._version import DISTRIBUTION
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
 #: The Python versions the project says it supports and tests (classifiers, wheels, CI).
-TESTED = {"3.10", "3.11", "3.12", "3.13"}
+#: 3.10 was dropped at its end of life (October 2026); 3.15 is built by cibuildwheel >= 4.2.
+TESTED = {"3.11", "3.12", "3.13", "3.14", "3.15"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +59,7 @@ def cibuildwheel(pyproject: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def metadata() -> importlib.metadata.PackageMetadata:
-    return importlib.metadata.metadata("mio")
+    return importlib.metadata.metadata(DISTRIBUTION)
 
 
 def _source_version() -> str:
@@ -79,8 +77,15 @@ def _source_version() -> str:
 
 
 def test_name(project: dict[str, Any], metadata: importlib.metadata.PackageMetadata) -> None:
-    assert project["name"] == "mio"
-    assert metadata["Name"] == "mio"
+    # The distribution is mio-mux (the index name "mio" is another project's); the import
+    # name stays mio, and the installed distribution provides exactly that package.
+    assert DISTRIBUTION == "mio-mux"
+    assert project["name"] == DISTRIBUTION
+    assert metadata["Name"] == DISTRIBUTION
+    assert DISTRIBUTION in importlib.metadata.packages_distributions()["mio"]
+    top_level = importlib.metadata.distribution(DISTRIBUTION).read_text("top_level.txt")
+    assert top_level is not None
+    assert top_level.split() == ["mio"]
 
 
 def test_version_has_one_source(
@@ -104,8 +109,8 @@ def test_changelog_has_an_entry_for_the_version(pyproject: dict[str, Any]) -> No
 def test_requires_python(
     project: dict[str, Any], metadata: importlib.metadata.PackageMetadata
 ) -> None:
-    assert project["requires-python"] == ">=3.10"
-    assert metadata["Requires-Python"] == ">=3.10"
+    assert project["requires-python"] == ">=3.11"
+    assert metadata["Requires-Python"] == ">=3.11"
 
 
 def test_license(project: dict[str, Any], metadata: importlib.metadata.PackageMetadata) -> None:
@@ -157,15 +162,18 @@ def test_entry_point(project: dict[str, Any]) -> None:
 
 def test_extras(project: dict[str, Any], metadata: importlib.metadata.PackageMetadata) -> None:
     extras = project["optional-dependencies"]
-    assert {"test", "bench"} <= set(extras)
-    assert {"test", "bench"} <= set(metadata.get_all("Provides-Extra") or [])
+    assert {"test", "bench", "quic", "docs", "dev"} <= set(extras)
+    assert {"test", "bench", "docs"} <= set(metadata.get_all("Provides-Extra") or [])
     test_reqs = {Requirement(r).name: Requirement(r) for r in extras["test"]}
-    assert {"pytest", "hypothesis", "pytest-benchmark"} <= set(test_reqs)
-    # tomllib is 3.11+; on 3.10 this module needs tomli, and only there.
-    tomli = test_reqs["tomli"]
-    assert tomli.marker is not None
-    assert tomli.marker.evaluate({"python_version": "3.10"})
-    assert not tomli.marker.evaluate({"python_version": "3.11"})
+    assert {"pytest", "hypothesis", "pytest-benchmark", "Cython", "setuptools"} <= set(test_reqs)
+    # requires-python >= 3.11: tomllib is in the standard library, tomli is not needed.
+    assert "tomli" not in test_reqs
+    docs_reqs = {Requirement(r).name for r in extras["docs"]}
+    assert docs_reqs == {"sphinx", "furo", "myst-parser"}
+    # The extras that name the project itself use the distribution name.
+    for extra, reqs in extras.items():
+        for req in map(Requirement, reqs):
+            assert req.name != "mio", f"extra {extra!r} requires the unrelated index name mio"
 
 
 def test_cibuildwheel_config(pyproject: dict[str, Any], cibuildwheel: dict[str, Any]) -> None:

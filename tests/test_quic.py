@@ -46,7 +46,7 @@ def test_import_without_aioquic_names_the_extra() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()
-    assert "pip install 'mio[quic]'" in first
+    assert "pip install 'mio-mux[quic]'" in first
     assert second == "core ok"
 
 
@@ -55,7 +55,7 @@ try:
 except ImportError:  # no aioquic: only the import test above runs
     quic = None  # type: ignore[assignment]
 
-needs_quic = pytest.mark.skipif(quic is None, reason="aioquic is not installed (mio[quic])")
+needs_quic = pytest.mark.skipif(quic is None, reason="aioquic is not installed (mio-mux[quic])")
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,26 @@
         the one sdist in DIR ships the sources, stubs, tests and docs, and no build output
     python .github/scripts/check_dists.py all DIR
         the same, and DIR also holds the pure-Python wheel and exactly one compiled wheel
-        per CPython version and platform
+        per CPython version and platform; every Linux wheel passes `auditwheel show`
+    python .github/scripts/check_dists.py audit DIR
+        only the `auditwheel show` check of the Linux wheels in DIR
 
-Exits non-zero with a list of problems. Standard library only.
+The audit of a Linux wheel: auditwheel (from PyPI, `pip install auditwheel`) must find it
+consistent with a manylinux/musllinux policy, every platform tag in its file name must be
+that policy or a newer one of the same family (a wheel must not claim an older glibc or
+musl than it needs), it must need no shared library outside the policy (`external_libs`
+empty) and must not vendor any (no `*.libs/` directory): the extensions link libc only.
+
+Exits non-zero with a list of problems. Standard library only (auditwheel runs as a
+subprocess).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import re
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -35,11 +47,15 @@ SDIST_REQUIRED = (
     "tests/conftest.py",
     "fuzz/fuzz_decoder.py",
     "docs/PROTOCOL.md",
+    "docs/conf.py",
+    "docs/index.md",
 )
 #: Build output that must never be shipped in the sdist.
 GENERATED = ("*.c", "*.html", "*.so", "*.pyd", "*.dylib", "*.dll", "*.pyc", "*/__pycache__/*")
+#: The distribution's file-name prefix (``mio-mux`` normalized; the import name is ``mio``).
+DIST = "mio_mux"
 #: The CPython versions wheels are built for ([tool.cibuildwheel] build).
-PYTHONS = ("cp310", "cp311", "cp312", "cp313")
+PYTHONS = ("cp311", "cp312", "cp313", "cp314", "cp315")
 #: One compiled wheel per CPython version for each of these platform tags.
 PLATFORMS = (
     "manylinux*_x86_64",
@@ -82,22 +98,101 @@ def check_all(directory: Path) -> list[str]:
             problems.append(f"the pure wheel contains compiled modules {binaries}")
     for python in PYTHONS:
         for platform in PLATFORMS:
-            pattern = f"mio-*-{python}-{python}-{platform}.whl"
+            pattern = f"{DIST}-*-{python}-{python}-{platform}.whl"
             found = fnmatch.filter(wheels, pattern)
             if len(found) != 1:
                 problems.append(f"expected one wheel matching {pattern}, found {found}")
     expected = 1 + len(PYTHONS) * len(PLATFORMS)
     if len(wheels) != expected:
         problems.append(f"expected {expected} wheels, found {len(wheels)}")
+    return problems + check_audit(directory)
+
+
+# -- auditwheel ------------------------------------------------------------------------------
+
+#: The legacy manylinux aliases and the glibc version each stands for (PEP 600).
+LEGACY = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+_TAG = re.compile(r"(manylinux|musllinux)_(\d+)_(\d+)_(\w+)")
+
+
+def parse_platform_tag(tag: str) -> tuple[str, tuple[int, int], str] | None:
+    """``manylinux_2_17_x86_64`` -> ``("manylinux", (2, 17), "x86_64")``; None if not one."""
+    for alias, version in LEGACY.items():
+        if tag.startswith(alias + "_"):
+            return "manylinux", version, tag.removeprefix(alias + "_")
+    match = _TAG.fullmatch(tag)
+    if not match:
+        return None
+    return match.group(1), (int(match.group(2)), int(match.group(3))), match.group(4)
+
+
+def audit_problems(wheel: str, report: dict[str, object], members: list[str]) -> list[str]:
+    """What is wrong with a Linux wheel, from ``auditwheel show --json`` and its file list."""
+    problems = []
+    if report.get("pure"):
+        problems.append(f"{wheel}: auditwheel sees no compiled module in it")
+    policy = parse_platform_tag(str(report.get("overall_tag", "")))
+    if policy is None:
+        problems.append(
+            f"{wheel}: auditwheel finds it consistent with no manylinux/musllinux policy "
+            f"(overall tag {report.get('overall_tag')!r})"
+        )
+    platform_tags = wheel.removesuffix(".whl").split("-")[-1].split(".")
+    for tag in platform_tags:
+        claimed = parse_platform_tag(tag)
+        if claimed is None:
+            problems.append(f"{wheel}: platform tag {tag!r} is not manylinux or musllinux")
+        elif policy is not None and (claimed[0] != policy[0] or claimed[1] < policy[1]):
+            problems.append(
+                f"{wheel}: claims {tag} but needs {report.get('overall_tag')} "
+                "(it would install on systems too old for it)"
+            )
+    external = report.get("external_libs") or {}
+    if external:
+        problems.append(f"{wheel}: needs external shared libraries {sorted(external)}")
+    vendored = sorted({m.split("/", 1)[0] for m in members if m.split("/", 1)[0].endswith(".libs")})
+    if vendored:
+        problems.append(f"{wheel}: vendors shared libraries in {vendored}")
+    return problems
+
+
+def check_audit(directory: Path) -> list[str]:
+    """Run ``auditwheel show --json`` on every Linux wheel in ``directory``."""
+    wheels = sorted(p for p in directory.glob("*.whl") if "linux" in p.name.split("-")[-1])
+    problems: list[str] = []
+    for path in wheels:
+        proc = subprocess.run(
+            [sys.executable, "-m", "auditwheel", "show", "--json", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            problems.append(
+                f"{path.name}: auditwheel show failed ({proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]} "
+                "(is auditwheel installed? pip install auditwheel)"
+            )
+            continue
+        report = json.loads(proc.stdout)
+        with zipfile.ZipFile(path) as whl:
+            members = whl.namelist()
+        found = audit_problems(path.name, report, members)
+        print(
+            f"{path.name}: auditwheel: {report.get('overall_tag')}, "
+            f"external libraries {sorted(report.get('external_libs') or {})}"
+            f"{'' if found else ', ok'}"
+        )
+        problems += found
     return problems
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("sdist", "all"):
+    checks = {"sdist": check_sdist, "all": check_all, "audit": check_audit}
+    if len(argv) != 3 or argv[1] not in checks:
         print(__doc__, file=sys.stderr)
         return 2
-    directory = Path(argv[2])
-    problems = check_sdist(directory) if argv[1] == "sdist" else check_all(directory)
+    problems = checks[argv[1]](Path(argv[2]))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0

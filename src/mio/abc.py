@@ -2,7 +2,7 @@
 
 :class:`mio.Session`/:class:`mio.Stream` (the MIO protocol over TCP, TLS, Unix sockets or
 :func:`mio.pipe`) and :class:`mio.quic.QuicSession`/:class:`mio.quic.QuicStream` (QUIC
-streams, the ``mio[quic]`` extra) both satisfy these protocols, so code typed against
+streams, the ``mio-mux[quic]`` extra) both satisfy these protocols, so code typed against
 :class:`Session` and :class:`Stream` runs unchanged over either::
 
     import mio.abc

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _impl
-from ._version import __version__
+from ._version import DISTRIBUTION, __version__
 from .api import DEFAULT_MAX_SESSIONS
 from .budget import DEFAULT_SERVER_MEMORY
 from .config import Config
@@ -75,7 +75,8 @@ examples:
 
 # ---------------------------------------------------------------------------- version
 def version_text() -> str:
-    """``mio X.Y.Z (...)``: the version and whether the compiled extensions are active."""
+    """``mio-mux X.Y.Z (...)``: the distribution, its version and whether the compiled
+    extensions are active."""
     if _impl.EXTENSIONS_ACTIVE:
         ext = "compiled extensions active"
     else:
@@ -87,7 +88,7 @@ def version_text() -> str:
             why = "not built in this install"
         ext = f"compiled extensions NOT active: pure-Python codec, {why}"
     py = f"{platform.python_implementation()} {platform.python_version()}"
-    return f"mio {__version__} ({ext}; {py})"
+    return f"{DISTRIBUTION} {__version__} ({ext}; {py})"
 
 
 # ---------------------------------------------------------------------------- value parsers
@@ -680,7 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--version",
         action="version",
         version=version_text(),
-        help="show mio's version, whether the compiled extensions are active, and exit",
+        help="show the distribution name (mio-mux), its version, whether the compiled "
+        "extensions are active, and exit",
     )
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
 

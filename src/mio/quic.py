@@ -1,6 +1,6 @@
 """mio's stream API over QUIC: :class:`QuicSession` and :class:`QuicStream` (aioquic).
 
-The optional extra ``mio[quic]`` (``pip install 'mio[quic]'``) installs aioquic. The classes
+The optional extra ``mio-mux[quic]`` (``pip install 'mio-mux[quic]'``) installs aioquic. The classes
 satisfy :class:`mio.abc.Session` and :class:`mio.abc.Stream`, so an application written
 against those protocols runs over MIO (TCP, TLS, :func:`mio.pipe`) or QUIC unchanged::
 
@@ -62,7 +62,8 @@ try:
     from aioquic.quic.stream import QuicStream as _QStream
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
-        f"mio.quic needs aioquic >= 1.0, an optional dependency: pip install 'mio[quic]' ({_exc})"
+        "mio.quic needs aioquic >= 1.0, an optional dependency: "
+        f"pip install 'mio-mux[quic]' ({_exc})"
     ) from _exc
 
 from ._core import SessionCore, StreamCore, reset_error_class

@@ -148,5 +148,5 @@ def transport(request: pytest.FixtureRequest) -> Transport:
     if name != "quic":
         return Transport(name)
     if importlib.util.find_spec("aioquic") is None:
-        pytest.skip("aioquic is not installed (pip install 'mio[quic]')")
+        pytest.skip("aioquic is not installed (pip install 'mio-mux[quic]')")
     return Transport(name, request.getfixturevalue("quic_certs"))
