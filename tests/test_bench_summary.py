@@ -212,5 +212,5 @@ def test_missing_dependencies_skip_a_system_with_a_note(monkeypatch: pytest.Monk
     assert [p.system for p in plan] == ["tcp-b"]
     assert notes == [
         "system fake skipped: module 'no_such_module_for_mio_bench' is not "
-        "installed (pip install 'mio[bench]')"
+        "installed (pip install 'mio-mux[bench]')"
     ]

@@ -759,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="compare mio with raw asyncio TCP, h2 and aioquic on loopback",
-        description="End-to-end loopback benchmark (needs: pip install 'mio[bench]'; systems "
+        description="End-to-end loopback benchmark (needs: pip install 'mio-mux[bench]'; systems "
         "whose optional dependencies are missing are skipped with a note). Starts one server "
         "and one client process per system and event loop on 127.0.0.1, runs every workload "
         "in rounds (systems interleaved, so each ratio pairs two runs of the same round), "

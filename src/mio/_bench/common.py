@@ -140,7 +140,7 @@ def loop_available(name: str) -> str | None:
         import importlib.util
 
         if importlib.util.find_spec("uvloop") is None:
-            return "uvloop is not installed (pip install 'mio[bench]')"
+            return "uvloop is not installed (pip install 'mio-mux[bench]')"
         return None
     return f"unknown event loop {name!r}"
 

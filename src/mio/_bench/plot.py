@@ -29,7 +29,7 @@ def plot(meta: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) ->
     try:
         import matplotlib
     except ImportError:
-        return "matplotlib is not installed (pip install 'mio[bench]')"
+        return "matplotlib is not installed (pip install 'mio-mux[bench]')"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

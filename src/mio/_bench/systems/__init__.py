@@ -123,7 +123,7 @@ def missing(system: System) -> str | None:
         if not found:
             if name.startswith("mio."):
                 return "mio's compiled extensions are not built (pure-Python install)"
-            return f"module {name!r} is not installed (pip install 'mio[bench]')"
+            return f"module {name!r} is not installed (pip install 'mio-mux[bench]')"
     return None
 
 
