@@ -1,5 +1,5 @@
-"""The ``mio`` command line: ``mio echo``, ``mio bench``, ``mio --version`` (and the tunnel
-commands of :mod:`mio.tunnel`, when installed).
+"""The ``mio`` command line: ``mio echo``, ``mio bench``, ``mio --version`` and the tunnel
+commands of :mod:`mio.tunnel`.
 
 Every command returns an exit code: 0 on success, 1 on failure, 2 on a usage error, 130 when
 interrupted. ``python -m mio`` runs the same entry point.
@@ -24,11 +24,7 @@ from ._version import __version__
 from .api import DEFAULT_MAX_SESSIONS
 from .budget import DEFAULT_SERVER_MEMORY
 from .config import Config
-
-try:
-    from .tunnel import cli as tunnel_cli
-except ImportError:
-    tunnel_cli = None  # type: ignore[assignment]
+from .tunnel import cli as tunnel_cli  # stdlib only: a failed import is a bug, not "no tunnel"
 
 __all__ = (
     "main",
@@ -591,8 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mio",
         description="mio: many flow-controlled byte streams over one connection "
         "(the MIO protocol) for asyncio. Tools: an echo server, an end-to-end benchmark"
-        + (", tunnels" if tunnel_cli is not None else "")
-        + ".",
+        + ", tunnels.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -696,9 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     bench.set_defaults(func=cmd_bench, _parser=bench)
 
-    # -- tunnels (mio.tunnel, when present)
-    if tunnel_cli is not None:
-        tunnel_cli.add_parser(sub)
+    # -- tunnels (mio.tunnel)
+    tunnel_cli.add_parser(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ class AgentOptions:
     services: Mapping[str, tuple[str, int]]
     connect_timeout: float = 5.0
     idle_timeout: float | None = None
+    idle_min_bytes: int = 1
 
 
 class Agent:
@@ -101,7 +102,10 @@ class Agent:
         write_message(stream, {"type": "opened"})
         log.debug("%s -> %r (%s): open", origin, name, address)
         result = await pipe(
-            StreamEnd(stream), TcpEnd(reader, writer), idle_timeout=opts.idle_timeout
+            StreamEnd(stream),
+            TcpEnd(reader, writer),
+            idle_timeout=opts.idle_timeout,
+            idle_min_bytes=opts.idle_min_bytes,
         )
         log.debug(
             "%s -> %r: done, %d bytes in, %d out%s",

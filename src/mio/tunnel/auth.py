@@ -53,6 +53,7 @@ __all__ = (
     "AuthError",
     "AuthFailed",
     "AuthTimeout",
+    "Mismatch",
     "Unavailable",
     "Hello",
     "Welcome",
@@ -90,6 +91,10 @@ class AuthTimeout(AuthError):
     """The handshake did not finish in time."""
 
 
+class Mismatch(AuthError):
+    """The relay and this side disagree on the transport (TLS on one side only)."""
+
+
 class Unavailable(AuthError):
     """The relay refused for a transient reason (it is shutting down): try again later."""
 
@@ -111,11 +116,18 @@ class Welcome:
     keepalive: float | None
 
 
-def load_secret(path: str | None, environ: Mapping[str, str] | None = None) -> bytes:
+def load_secret(
+    path: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_insecure: bool = False,
+) -> bytes:
     """Read the shared secret from ``path`` or else the ``MIO_TUNNEL_SECRET`` variable.
 
     Surrounding whitespace (a trailing newline) is stripped. Raises :class:`ValueError`
-    with a usable message when there is no secret or it is empty.
+    with a usable message when there is no secret or it is empty, or (on POSIX, unless
+    ``allow_insecure``) when the file is accessible to its group or to others, as OpenSSH
+    refuses such key files.
     """
     env = os.environ if environ is None else environ
     if path is not None:
@@ -124,9 +136,17 @@ def load_secret(path: str | None, environ: Mapping[str, str] | None = None) -> b
                 mode = os.fstat(f.fileno()).st_mode
                 secret = f.read().strip()
         except OSError as exc:
-            raise ValueError(f"cannot read the secret file {path}: {exc.strerror}") from None
+            raise ValueError(
+                f"--secret-file {path}: cannot read it: {exc.strerror or exc}"
+            ) from None
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("secret file %s is readable by others: chmod 600 it", path)
+            if not allow_insecure:
+                raise ValueError(
+                    f"--secret-file {path}: accessible by group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`, or pass "
+                    "--insecure-secret-file to use it anyway"
+                )
+            log.warning("secret file %s is accessible by group or others: chmod 600 it", path)
         where = f"secret file {path}"
     elif env.get(SECRET_ENV):
         secret = env[SECRET_ENV].strip().encode("utf-8")
@@ -270,6 +290,7 @@ async def dialer_handshake(
     Raises:
         AuthFailed: the relay refused our proof or could not prove it knows the secret.
         Unavailable: the relay refused for a transient reason.
+        Mismatch: the relay requires TLS and this link is plain.
         AuthTimeout: ``timeout`` elapsed.
         TunnelProtocolError: a malformed message, or the relay ended the stream.
     """
@@ -290,7 +311,12 @@ async def _dialer_handshake(
 ) -> Welcome:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    challenge = await read_message(stream, "challenge")
+    challenge = await read_message(stream, "challenge", "error")
+    if challenge["type"] == "error":
+        refusal = str(challenge.get("error", "refused"))
+        if challenge.get("code") == "tls-required":
+            raise Mismatch(refusal)
+        raise TunnelProtocolError(f"the relay refused the connection: {refusal}")
     if challenge.get("version") != VERSION:
         raise TunnelProtocolError(f"relay speaks protocol version {challenge.get('version')!r}")
     relay_nonce = get_hex(challenge, "nonce", NONCE_SIZE)

@@ -17,13 +17,13 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from .addr import parse_hostport, parse_named, validate_name
+from .addr import format_address, parse_hostport, parse_named, validate_name
 from .agent import Agent, AgentOptions
 from .auth import SECRET_ENV, load_secret
 from .forward import Forwarder, ForwardOptions
 from .lifecycle import announce, install_signal_handlers
 from .link import EXIT_AUTH, LinkOptions
-from .relay import Relay, RelayOptions
+from .relay import ListenError, Relay, RelayOptions
 from .tls import (
     certificate_digest,
     dialer_context,
@@ -44,7 +44,8 @@ _EXIT_STATUS = f"""\
 exit status:
   0  stopped by SIGINT/SIGTERM after the graceful shutdown
   1  runtime error (e.g. cannot listen on an address)
-  2  bad command line or configuration (secret, certificate files)
+  2  bad command line or configuration (secret, certificate files), or TLS on one side
+     of the link only (agent and forward do not retry then)
   {EXIT_AUTH}  authentication failed: wrong secret, or the relay's certificate is not
      trusted or does not match --tls-fingerprint (agent and forward do not retry then)
 """
@@ -189,12 +190,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> None:
     group = parser.add_argument_group("authentication and timeouts")
     group.add_argument(
         "--secret-file",
         metavar="PATH",
-        help=f"file holding the shared secret (default: the {SECRET_ENV} environment variable)",
+        help=f"file holding the shared secret (default: the {SECRET_ENV} environment "
+        "variable); refused when its group or others may access it",
+    )
+    group.add_argument(
+        "--insecure-secret-file",
+        action="store_true",
+        help="use --secret-file even when its group or others may access it (a warning)",
     )
     group.add_argument(
         "--auth-timeout",
@@ -207,10 +214,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--idle-timeout",
         type=_secs0,
-        default=0.0,
+        default=idle_default,
         metavar="SECONDS",
-        help="reset a tunneled connection after this long without data in either direction; "
-        "0 disables (default: %(default)g)",
+        help="reset a tunneled connection that moved fewer than --idle-min-bytes (both "
+        "directions together) in an interval of this many seconds: a quiet connection goes "
+        "between 1 and 2 intervals after it went quiet; 0 disables (default: %(default)g)",
+    )
+    group.add_argument(
+        "--idle-min-bytes",
+        type=_count,
+        default=1024 if idle_default else 1,
+        metavar="BYTES",
+        help="bytes a connection must move per --idle-timeout interval, so that a trickle "
+        "cannot keep it open (default: %(default)s)",
     )
     group.add_argument(
         "--keepalive",
@@ -334,13 +350,58 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
     group.add_argument(
         "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default: in that file)"
     )
-    limits = relay.add_argument_group("limits")
+    limits = relay.add_argument_group("limits (connections over a limit are reset at once)")
     limits.add_argument(
         "--max-connections",
         type=_count,
         default=256,
         metavar="N",
         help="tunneled connections at once per agent; more are closed (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-port-connections",
+        type=_count,
+        default=1024,
+        metavar="N",
+        help="connections at once per public port (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-source-connections",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="public connections at once per source address, over all public ports "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-pending",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="connections on --listen that are not authenticated yet (TLS handshake "
+        "included), at once (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-pending-per-source",
+        type=_count,
+        default=8,
+        metavar="N",
+        help="the same, per source address (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--auth-failures",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="failed authentications a source address may have per --auth-failure-window; "
+        "then its connections are refused until the window ends (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--auth-failure-window",
+        type=_secs,
+        default=60.0,
+        metavar="SECONDS",
+        help="see --auth-failures (default: %(default)g)",
     )
     limits.add_argument(
         "--open-timeout",
@@ -350,7 +411,7 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         help="how long the agent may take to connect to its service before the public "
         "connection is closed (default: %(default)g)",
     )
-    _add_common(relay)
+    _add_common(relay, idle_default=300.0)
     relay.set_defaults(func=run_relay)
 
     agent = subparsers.add_parser(
@@ -486,7 +547,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
     """Raises ValueError/OSError/ssl.SSLError for unusable configuration."""
-    secret = load_secret(args.secret_file)
+    secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
     host, port = args.relay
     context = None
     if args.tls or args.tls_ca or args.tls_fingerprint:
@@ -529,13 +590,15 @@ def run_relay(args: argparse.Namespace) -> int:
     """``relay``: see its ``--help``."""
     _setup_logging(args)
     try:
-        secret = load_secret(args.secret_file)
+        secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
         context, binding = None, b""
         if args.tls_cert:
             context = relay_context(args.tls_cert, args.tls_key)
             binding = certificate_digest(args.tls_cert)
         elif args.tls_key:
             raise ValueError("--tls-key needs --tls-cert")
+        if args.max_pending_per_source > args.max_pending:
+            raise ValueError("--max-pending-per-source must not be larger than --max-pending")
     except (ValueError, OSError) as exc:
         return _config_error(exc)
     if context is None:
@@ -552,7 +615,14 @@ def run_relay(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         open_timeout=args.open_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
         keepalive=args.keepalive or None,
+        max_pending=args.max_pending,
+        max_pending_per_source=args.max_pending_per_source,
+        max_port_connections=args.max_port_connections,
+        max_source_connections=args.max_source_connections,
+        auth_failures=args.auth_failures,
+        auth_failure_window=args.auth_failure_window,
     )
 
     async def relay_main() -> int:
@@ -565,7 +635,7 @@ def run_relay(args: argparse.Namespace) -> int:
             try:
                 await relay.start()
             except OSError as exc:
-                log.error("cannot listen: %s", exc)
+                log.error("%s", exc if isinstance(exc, ListenError) else f"cannot listen: {exc}")
                 await relay.shutdown(0)
                 return EXIT_ERROR
             await stop.wait()
@@ -595,6 +665,7 @@ def run_agent(args: argparse.Namespace) -> int:
         services=services,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
     )
 
     async def agent_main() -> int:
@@ -627,6 +698,7 @@ def run_forward(args: argparse.Namespace) -> int:
         service=args.to,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
     )
 
     async def forward_main() -> int:
@@ -637,7 +709,8 @@ def run_forward(args: argparse.Namespace) -> int:
             try:
                 await forwarder.start()
             except OSError as exc:
-                log.error("cannot listen: %s", exc)
+                where = format_address((args.listen[0] or "", args.listen[1]))
+                log.error("--listen %s: cannot listen: %s", where, exc.strerror or exc)
                 return EXIT_ERROR
             status = await forwarder.run(stop)
             await forwarder.shutdown(args.grace if status == EXIT_OK else 0, hurry)
