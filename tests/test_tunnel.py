@@ -27,6 +27,7 @@ from tunnel_util import (
     assert_closed,
     echo,
     free_port,
+    ping,
     posix,
     refused,
     roundtrip,
@@ -255,6 +256,85 @@ async def test_many_concurrent_connections_keep_data_intact(tunnel: Tunnel) -> N
         port = await relay.port("public echo on")
         await asyncio.gather(*(roundtrip(port, 1024 * 1024) for _ in range(20)))
     assert SECRET not in relay.log
+
+
+#: Tunneled connections open at once in the test below (docs/TUNNEL.md cites it).
+CONCURRENT = 300
+
+
+@posix
+@pytest.mark.timeout(90)
+async def test_hundreds_of_concurrent_connections_share_one_session(tunnel: Tunnel) -> None:
+    async with service(echo) as echo_addr:
+        relay = await tunnel.relay(
+            "relay", "--public", f"echo={HOST}:0",
+            "--max-connections", "1000", "--max-source-connections", "1000",
+        )  # fmt: skip
+        agent = await tunnel.agent(relay, "--service", f"echo={echo_addr}")
+        port = await relay.port("public echo on")
+        opening = asyncio.Semaphore(32)  # under the listen backlog
+
+        async def open_one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            async with opening:
+                return await ping(port)
+
+        conns = await asyncio.gather(*(open_one() for _ in range(CONCURRENT)))
+        # All of them are tunneled and open now; each finishes with its own payload.
+
+        async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            payload = os.urandom(16 * 1024)
+            writer.write(payload)
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 30) == payload
+            writer.close()
+
+        await asyncio.gather(*(finish(r, w) for r, w in conns))
+        assert len([x for x in agent.lines() if x.startswith("agent connected")]) == 1
+        assert agent.log.count("-> 'echo' (") == CONCURRENT  # over the one session
+
+
+@posix
+@pytest.mark.timeout(60)
+async def test_dead_link_is_detected_after_three_silent_keepalive_intervals(
+    tunnel: Tunnel,
+) -> None:
+    """TUNNEL.md: "3x silence = dead link", on both sides (SIGSTOP freezes a process
+    without closing its sockets, as a dead host or a cut cable would)."""
+    loop = asyncio.get_running_loop()
+    dead = "idle timeout: no data from the peer for 1.5 s"
+    async with service(echo) as echo_addr:
+        relay = await tunnel.relay("relay", "--public", f"echo={HOST}:0", "--keepalive", "0.5")
+        agent = await tunnel.agent(relay, "--service", f"echo={echo_addr}", "--keepalive", "0.5")
+        port = await relay.port("public echo on")
+        await roundtrip(port, 4096)
+        await asyncio.sleep(2.0)  # idle but alive: keepalives keep the link up
+        assert dead not in agent.log + relay.log
+
+        relay.popen.send_signal(signal.SIGSTOP)  # the relay goes silent
+        start = loop.time()
+        try:
+            await agent.wait_log(dead, timeout=15)
+            silent = loop.time() - start
+        finally:
+            relay.popen.send_signal(signal.SIGCONT)
+        assert silent >= 1.0  # three intervals of 0.5 s, not one
+        await agent.line("agent connected to", count=2, timeout=20)
+        await roundtrip(port, 4096)
+
+        seen = relay.log.count(dead)  # the relay saw the first link die too, once resumed
+        agent.popen.send_signal(signal.SIGSTOP)  # now the agent goes silent
+        start = loop.time()
+        try:
+            while relay.log.count(dead) == seen:
+                assert loop.time() - start < 15, "the relay did not drop the silent agent"
+                await asyncio.sleep(0.02)
+            silent = loop.time() - start
+            await assert_closed(port)  # the relay forgot the dead agent's service
+        finally:
+            agent.popen.send_signal(signal.SIGCONT)
+        assert silent >= 1.0
+        await agent.line("agent connected to", count=3, timeout=20)
+        await roundtrip(port, 4096)
 
 
 @posix

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tunnel_util import HOST, SECRET, TUNNEL, Tunnel, echo, posix, roundtrip, service
+from tunnel_util import HOST, SECRET, TUNNEL, Tunnel, echo, ping, posix, roundtrip, service
 from tunnel_util import tunnel as tunnel  # the fixture
 
 import mio
@@ -93,14 +93,6 @@ async def eventually(check: Any, timeout: float = 5.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
-
-
-async def ping(port: int, local: str = HOST) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A public connection that has been echoed once (so it is surely tunneled)."""
-    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local, 0))
-    writer.write(b"ping")
-    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
-    return reader, writer
 
 
 async def assert_reset(reader: asyncio.StreamReader, timeout: float = 5.0) -> None:
@@ -213,6 +205,12 @@ def test_documented_defaults() -> None:
     assert options.max_pending_per_source == 8
     assert options.auth_failures == 5
     assert options.auth_failure_window == 60.0
+    assert options.auth_timeout == 10.0
+    assert options.max_connections == 256
+    assert options.keepalive == 15.0
+    assert MAX_DEPTH == 4
+    assert MAX_MESSAGE_SIZE == 16 * 1024
+    assert FailureLimiter(1, 1.0).max_addresses == 10_000
     args = cli.build_parser().parse_args(["relay", "--listen", ":0"])
     for key, value in dataclasses.asdict(options).items():
         if hasattr(args, key) and key != "port":

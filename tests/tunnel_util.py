@@ -248,3 +248,12 @@ def tunnel(tmp_path: Path) -> Iterator[Tunnel]:
         yield t
     finally:
         t.close()
+
+
+async def ping(port: int, local: str = HOST) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to ``port`` (from ``local``) that an echo service has answered once,
+    so it is surely tunneled end to end."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local, 0))
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+    return reader, writer
