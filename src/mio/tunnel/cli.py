@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from .. import _clikit
 from .addr import format_address, parse_hostport, parse_named, validate_name
 from .agent import Agent, AgentOptions
 from .auth import SECRET_ENV, load_secret
@@ -36,9 +37,9 @@ __all__ = ("add_parser", "build_parser", "main", "EXIT_OK", "EXIT_ERROR", "EXIT_
 
 log = logging.getLogger("mio.tunnel")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_OK = _clikit.EXIT_OK
+EXIT_ERROR = _clikit.EXIT_ERROR
+EXIT_USAGE = _clikit.EXIT_USAGE
 
 _EXIT_STATUS = f"""\
 exit status:
@@ -141,47 +142,17 @@ readiness lines on stdout:
 
 
 # ---------------------------------------------------------------------- argument types
-def _arg_type(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return func(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc) or f"invalid {what}: {text!r}") from None
-
-    convert.__name__ = what
-    return convert
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def _seconds_or_zero(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must not be negative: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1: {text!r}")
-    return value
-
-
+_arg_type = _clikit.arg_type
 _hostport = _arg_type(parse_hostport, "HOST:PORT")
 _listen_hostport = _arg_type(lambda t: parse_hostport(t, listen=True), "HOST:PORT")
 _named = _arg_type(parse_named, "NAME=HOST:PORT")
 _listen_named = _arg_type(lambda t: parse_named(t, listen=True), "NAME=HOST:PORT")
 _name = _arg_type(validate_name, "NAME")
 _fingerprint = _arg_type(parse_fingerprint, "SHA256")
-_secs = _arg_type(_seconds, "SECONDS")
-_secs0 = _arg_type(_seconds_or_zero, "SECONDS")
-_count = _arg_type(_positive_int, "N")
+_secs = _arg_type(lambda t: _clikit.parse_seconds(t, positive=True), "SECONDS")
+_secs0 = _arg_type(_clikit.parse_seconds, "SECONDS")
+_count = _arg_type(lambda t: _clikit.parse_count(t, minimum=1), "N")
+_size = _arg_type(_clikit.parse_size, "BYTES")
 
 
 # ---------------------------------------------------------------------- parsers
@@ -222,7 +193,7 @@ def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> N
     )
     group.add_argument(
         "--idle-min-bytes",
-        type=_count,
+        type=_size,
         default=1024 if idle_default else 1,
         metavar="BYTES",
         help="bytes a connection must move per --idle-timeout interval, so that a trickle "
@@ -244,20 +215,10 @@ def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> N
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish (default: %(default)g)",
     )
-    out = parser.add_argument_group("output")
-    out.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log more: -v every connection, -vv also mio protocol details",
-    )
-    out.add_argument(
-        "-q",
-        "--quiet",
-        action="count",
-        default=0,
-        help="log less: -q warnings and errors only, -qq errors only",
+    _clikit.add_logging_arguments(
+        parser,
+        title="output",
+        verbose_help="log more: -v every connection, -vv also mio protocol details",
     )
 
 
@@ -524,25 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- commands
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = max(
-        logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (args.quiet - args.verbose))
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    quieter = level if args.verbose >= 2 else max(level, logging.INFO)
-    logging.getLogger("mio").setLevel(quieter)
-    logging.getLogger("asyncio").setLevel(quieter)
-    logging.getLogger("mio.tunnel").setLevel(level)
+    _clikit.setup_logging(args, "mio.tunnel")
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:  # pragma: no cover - only where signal handlers are missing
-        return 130
+    return _clikit.run_command(lambda _: asyncio.run(main()), None)
 
 
 def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
@@ -579,11 +526,7 @@ def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) 
 
 
 def _config_error(exc: BaseException) -> int:
-    if isinstance(exc, OSError) and exc.strerror and getattr(exc, "filename", None):
-        log.error("%s: %s", exc.filename, exc.strerror)
-    else:
-        log.error("%s", exc)
-    return EXIT_USAGE
+    return _clikit.usage_error(exc, log)
 
 
 def run_relay(args: argparse.Namespace) -> int:
