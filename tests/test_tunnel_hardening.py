@@ -211,11 +211,13 @@ def test_documented_defaults() -> None:
     assert MAX_DEPTH == 4
     assert MAX_MESSAGE_SIZE == 16 * 1024
     assert FailureLimiter(1, 1.0).max_addresses == 10_000
-    args = cli.build_parser().parse_args(["relay", "--listen", ":0"])
+    args = cli._resolve(cli.build_parser().parse_args(["relay", "--listen", ":0"]), "relay")
     for key, value in dataclasses.asdict(options).items():
         if hasattr(args, key) and key != "port":
             assert getattr(args, key) == value, key
-    agent = cli.build_parser().parse_args(["agent", "--relay", "h:1", "--service", "a=h:2"])
+    agent = cli._resolve(
+        cli.build_parser().parse_args(["agent", "--relay", "h:1", "--service", "a=h:2"]), "agent"
+    )
     assert agent.idle_timeout == 0  # agents and forwarders: off unless asked for
 
 

@@ -50,6 +50,33 @@ class Agent:
         """Keep the relay link up until ``stop``; returns the exit status (see :class:`Link`)."""
         return await self.link.run(stop)
 
+    async def reload(self, services: Mapping[str, tuple[str, int]]) -> bool:
+        """Serve ``services`` from now on (SIGHUP). New connections of a name go to its new
+        address; open connections are left alone. When the set of names changed, the
+        relay is told on the live session (``register``; the next connection registers
+        them anyway). Returns False when the relay refused the new names."""
+        old = set(self.options.services)
+        self.options = dataclasses.replace(self.options, services=dict(services))
+        self.link.options = dataclasses.replace(self.link.options, services=list(services))
+        log.info("configuration reloaded: services %s", ", ".join(services) or "none")
+        session = self.link.session
+        if set(services) == old or session is None:
+            return True
+        try:
+            stream = await session.open_stream()
+            write_message(stream, {"type": "register", "services": list(services)})
+            reply = await asyncio.wait_for(
+                read_message(stream, "registered", "error"), self.options.link.auth_timeout
+            )
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("the relay did not confirm the new services: %s", exc or "timed out")
+            return False
+        stream.close()
+        if reply["type"] == "error":
+            log.error("the relay refused the new services: %s", reply.get("error"))
+            return False
+        return True
+
     async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new streams, let tunneled connections finish for up to ``grace`` seconds,
         reset the rest, close the session with FIN."""

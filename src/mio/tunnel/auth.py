@@ -101,11 +101,23 @@ class Unavailable(AuthError):
 
 @dataclasses.dataclass(frozen=True)
 class Hello:
-    """What the relay learns about an authenticated dialer."""
+    """What the relay learns about an authenticated dialer.
+
+    ``scope``: the service names its secret covers -- None for the relay's main secret
+    (every name without a secret of its own), else exactly the names of that secret.
+    """
 
     role: str
     name: str
     services: tuple[str, ...]
+    scope: frozenset[str] | None = None
+    own_secrets: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
+
+    def may_use(self, service: str) -> bool:
+        """Whether this dialer may serve (agent) or reach (forwarder) ``service``."""
+        if self.scope is None:
+            return service not in self.own_secrets
+        return service in self.scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,10 +206,14 @@ async def relay_handshake(
     keepalive: float | None = None,
     available: Callable[[], bool] = lambda: True,
     timeout: float | None = None,
+    service_secrets: Mapping[str, bytes] | None = None,
 ) -> Hello:
     """The relay's side of the handshake on the first stream of a session.
 
     Args:
+        service_secrets: services with a secret of their own: only a dialer proving that
+            secret may serve or reach them, and such a dialer only them (see
+            :attr:`Hello.scope`); ``secret`` covers every other name.
         binding: the SHA-256 of the relay's TLS certificate, or ``b""`` without TLS.
         keepalive: the relay's keepalive interval, announced so dialers can match it.
         available: called once the dialer is authenticated; False refuses it as
@@ -209,7 +225,9 @@ async def relay_handshake(
         TunnelProtocolError: a malformed message.
     """
     return await _with_timeout(  # type: ignore[no-any-return]
-        _relay_handshake(stream, secret, binding, keepalive, available), timeout, "authentication"
+        _relay_handshake(stream, secret, binding, keepalive, available, service_secrets or {}),
+        timeout,
+        "authentication",
     )
 
 
@@ -219,6 +237,7 @@ async def _relay_handshake(
     binding: bytes,
     keepalive: float | None,
     available: Callable[[], bool],
+    service_secrets: Mapping[str, bytes],
 ) -> Hello:
     relay_nonce = secrets.token_bytes(NONCE_SIZE)
     write_message(
@@ -253,10 +272,30 @@ async def _relay_handshake(
     except TunnelProtocolError as exc:
         write_message(stream, error_message("protocol", str(exc)))
         raise
-    expected = compute_proof(secret, "agent", role, relay_nonce, dialer_nonce, binding)
-    if not hmac.compare_digest(expected, proof):
+    candidates: dict[bytes, frozenset[str] | None] = {secret: None}
+    for service, own in service_secrets.items():
+        if own != secret:
+            candidates[own] = frozenset((candidates.get(own) or frozenset()) | {service})
+    matched: bytes | None = None
+    for candidate in candidates:  # every candidate is checked: no early exit
+        expected = compute_proof(candidate, "agent", role, relay_nonce, dialer_nonce, binding)
+        if hmac.compare_digest(expected, proof) and matched is None:
+            matched = candidate
+    if matched is None:
         write_message(stream, error_message("auth", "authentication failed"))
         raise AuthFailed(f"{role} {name!r} sent a wrong proof (wrong secret?)")
+    hello = Hello(
+        role,
+        name,
+        services,
+        candidates[matched],
+        frozenset(n for n, own in service_secrets.items() if own != secret),
+    )
+    refused = [s for s in services if not hello.may_use(s)]
+    if refused:
+        write_message(stream, error_message("auth", f"this secret does not cover {refused[0]!r}"))
+        raise AuthFailed(f"{role} {name!r} may not serve {refused[0]!r} with its secret")
+    secret = matched
     if not available():
         write_message(stream, error_message("unavailable", "the relay is shutting down"))
         raise Unavailable("the relay is shutting down")
@@ -267,7 +306,7 @@ async def _relay_handshake(
             "proof": compute_proof(secret, "relay", role, relay_nonce, dialer_nonce, binding).hex(),
         },
     )
-    return Hello(role, name, services)
+    return hello
 
 
 async def dialer_handshake(

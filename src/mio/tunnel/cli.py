@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import socket
 import ssl
@@ -21,8 +22,11 @@ from .. import _clikit
 from .addr import format_address, parse_hostport, parse_named, validate_name
 from .agent import Agent, AgentOptions
 from .auth import SECRET_ENV, load_secret
+from .config import ConfigError, defer_defaults
+from .config import load as load_config
+from .config import merge as merge_config
 from .forward import Forwarder, ForwardOptions
-from .lifecycle import announce, install_signal_handlers
+from .lifecycle import announce, install_signal_handlers, on_sighup
 from .link import EXIT_AUTH, LinkOptions
 from .relay import ListenError, Relay, RelayOptions
 from .tls import (
@@ -162,6 +166,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options and services from this TOML file (see docs/TUNNEL.md); flags "
+        "given here override it; SIGHUP reloads its services",
+    )
     group = parser.add_argument_group("authentication and timeouts")
     group.add_argument(
         "--secret-file",
@@ -373,7 +383,8 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         "connection is closed (default: %(default)g)",
     )
     _add_common(relay, idle_default=300.0)
-    relay.set_defaults(func=run_relay)
+    relay.set_defaults(func=run_relay, _tunnel_parser=relay)
+    defer_defaults(relay)
 
     agent = subparsers.add_parser(
         "agent",
@@ -405,7 +416,8 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
     )
     _add_dialer(agent)
     _add_common(agent)
-    agent.set_defaults(func=run_agent)
+    agent.set_defaults(func=run_agent, _tunnel_parser=agent)
+    defer_defaults(agent)
 
     forward = subparsers.add_parser(
         "forward",
@@ -441,7 +453,8 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
     )
     _add_dialer(forward)
     _add_common(forward)
-    forward.set_defaults(func=run_forward)
+    forward.set_defaults(func=run_forward, _tunnel_parser=forward)
+    defer_defaults(forward)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -529,10 +542,58 @@ def _config_error(exc: BaseException) -> int:
     return _clikit.usage_error(exc, log)
 
 
+def _resolve(args: argparse.Namespace, command: str) -> argparse.Namespace:
+    """``args`` completed from ``--config`` (if any) and the defaults, services merged:
+    ``args.public`` (relay) or ``args.service`` (agent) lists, and for the relay
+    ``args.service_secrets``, name -> secret. Raises ValueError naming the culprit."""
+    args = copy.copy(args)
+    options: dict[str, Any] = {}
+    services: dict[str, dict[str, Any]] = {}
+    if args.config is not None:
+        options, services = load_config(args.config, command)
+    where = f"--config {args.config}"
+    if command in ("relay", "agent"):
+        key = "public" if command == "relay" else "local"
+        listed: dict[str, tuple[str, str | None, int]] = {}
+        for name, entry in services.items():
+            if key not in entry:
+                continue
+            try:
+                listed[name] = parse_named(f"{name}={entry[key]}", listen=command == "relay")
+            except ValueError as exc:
+                raise ConfigError(f"{where}: [services.{name}] {key}: {exc}") from None
+        flags = args.public if command == "relay" else args.service
+        for name, host, port in flags or ():
+            listed[name] = (name, host, port)
+        if command == "relay":
+            args.public = list(listed.values())
+        else:
+            args.service = list(listed.values()) or None
+    merge_config(args, args._tunnel_parser, options, args.config)
+    if command == "relay":
+        args.service_secrets = {
+            name: load_secret(entry["secret_file"], {}, allow_insecure=args.insecure_secret_file)
+            for name, entry in services.items()
+            if "secret_file" in entry
+        }
+    return args
+
+
+def _agent_services(args: argparse.Namespace) -> dict[str, tuple[str, int]]:
+    services: dict[str, tuple[str, int]] = {}
+    for name, host, port in args.service:
+        if name in services:
+            raise ValueError(f"--service {name} given twice")
+        services[name] = (host, port)
+    return services
+
+
 def run_relay(args: argparse.Namespace) -> int:
     """``relay``: see its ``--help``."""
     _setup_logging(args)
+    raw = args
     try:
+        args = _resolve(raw, "relay")
         secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
         context, binding = None, b""
         if args.tls_cert:
@@ -566,6 +627,7 @@ def run_relay(args: argparse.Namespace) -> int:
         max_source_connections=args.max_source_connections,
         auth_failures=args.auth_failures,
         auth_failure_window=args.auth_failure_window,
+        service_secrets=args.service_secrets,
     )
 
     async def relay_main() -> int:
@@ -581,7 +643,23 @@ def run_relay(args: argparse.Namespace) -> int:
                 log.error("%s", exc if isinstance(exc, ListenError) else f"cannot listen: {exc}")
                 await relay.shutdown(0)
                 return EXIT_ERROR
-            await stop.wait()
+
+            async def reload() -> None:
+                try:
+                    fresh = _resolve(raw, "relay")
+                except (ValueError, OSError) as exc:
+                    log.error("SIGHUP: configuration not reloaded: %s", exc)
+                    return
+                try:
+                    await relay.reload(fresh.public, fresh.service_secrets)
+                except OSError as exc:
+                    log.error("SIGHUP: configuration not reloaded: %s", exc)
+
+            unhook = on_sighup(reload)
+            try:
+                await stop.wait()
+            finally:
+                unhook()
             await relay.shutdown(args.grace, hurry)
             log.info("relay stopped")
             return EXIT_OK
@@ -594,12 +672,11 @@ def run_relay(args: argparse.Namespace) -> int:
 def run_agent(args: argparse.Namespace) -> int:
     """``agent``: see its ``--help``."""
     _setup_logging(args)
+    raw = args
     services: dict[str, tuple[str, int]] = {}
     try:
-        for name, host, port in args.service:
-            if name in services:
-                raise ValueError(f"--service {name} given twice")
-            services[name] = (host, port)
+        args = _resolve(raw, "agent")
+        services = _agent_services(args)
         link = _link_options(args, "agent", list(services))
     except (ValueError, OSError, ssl.SSLError) as exc:
         return _config_error(exc)
@@ -615,12 +692,24 @@ def run_agent(args: argparse.Namespace) -> int:
         stop, hurry = asyncio.Event(), asyncio.Event()
         remove = install_signal_handlers(stop, hurry, args.grace)
         agent = Agent(options)
+
+        async def reload() -> None:
+            try:
+                fresh = _resolve(raw, "agent")
+                targets = _agent_services(fresh)
+            except (ValueError, OSError) as exc:
+                log.error("SIGHUP: configuration not reloaded: %s", exc)
+                return
+            await agent.reload(targets)
+
+        unhook = on_sighup(reload)
         try:
             status = await agent.run(stop)
             await agent.shutdown(args.grace if status == EXIT_OK else 0, hurry)
             log.info("agent stopped")
             return status
         finally:
+            unhook()
             remove()
 
     return _run(agent_main)
@@ -630,6 +719,7 @@ def run_forward(args: argparse.Namespace) -> int:
     """``forward``: see its ``--help``."""
     _setup_logging(args)
     try:
+        args = _resolve(args, "forward")
         link = _link_options(args, "forward", ())
     except (ValueError, OSError, ssl.SSLError) as exc:
         return _config_error(exc)

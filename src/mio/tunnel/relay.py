@@ -18,7 +18,7 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..budget import MemoryBudget
@@ -27,8 +27,8 @@ from ..errors import MioError
 from ..session import Session
 from ..stream import Stream
 from ..wire import ErrorCode
-from .addr import format_address
-from .auth import AuthError, AuthFailed, relay_handshake
+from .addr import format_address, validate_name
+from .auth import AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
 from .limits import Counter, FailureLimiter, SummaryLog
 from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
@@ -61,6 +61,7 @@ class RelayOptions:
     max_source_connections: int | None = 64
     auth_failures: int = 5
     auth_failure_window: float = 60.0
+    service_secrets: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 class OpenError(Exception):
@@ -79,6 +80,8 @@ class ListenError(OSError):
 #: in practice 0x00).
 _TLS_HANDSHAKE = 0x16
 _BACKLOG = 128
+#: Most service names one agent may register.
+MAX_SERVICES = 256
 #: What a plain relay answers to a TLS handshake.
 NOT_TLS_ANSWER = b"MIO-TUNNEL PLAIN TCP\r\n"
 TLS_REQUIRED = "the relay speaks TLS: add --tls-ca or --tls-fingerprint (or --tls)"
@@ -95,6 +98,7 @@ class _Peer:
         self.role = ""
         self.name = ""
         self.services: tuple[str, ...] = ()
+        self.hello: Hello | None = None
         self.active = 0
 
     @property
@@ -488,9 +492,12 @@ class Relay:
             log.debug("%s: connected, authenticating", peer)
             await self._authenticate(peer, stream)
             return
-        if not (peer.ready.done() and peer.ready.result()) or peer.role != "forward":
+        if not (peer.ready.done() and peer.ready.result()):
             log.debug("%s: refusing a stream it may not open", peer)
             stream.reset(ErrorCode.REFUSED)
+            return
+        if peer.role == "agent":
+            await self._serve_register(peer, stream)
             return
         with self._tracker.track():
             await self._serve_forwarder(peer, stream)
@@ -512,6 +519,7 @@ class Relay:
                 binding=opts.binding,
                 keepalive=opts.keepalive,
                 available=lambda: not self._stopping,
+                service_secrets=opts.service_secrets,
             )
         except AuthFailed as exc:
             self._auth_failed(peer, exc)
@@ -525,29 +533,125 @@ class Relay:
             return
         if peer.session.is_closed or peer.ready.done():  # timed out meanwhile
             return
-        peer.role, peer.name, peer.services = hello.role, hello.name, hello.services
-        for name in hello.services:
-            serving = self._services.setdefault(name, [])
-            if serving:
-                log.info("%s: joins %d other agent(s) serving %r", peer, len(serving), name)
-            serving.append(peer)
+        peer.role, peer.name, peer.hello = hello.role, hello.name, hello
+        self._register(peer, hello.services)
         if hello.role == "agent":
             log.info("%s: authenticated, services: %s", peer, ", ".join(hello.services) or "none")
         else:
             log.info("%s: authenticated", peer)
         peer.ready.set_result(True)
 
+    def _register(self, peer: _Peer, services: Sequence[str]) -> None:
+        """Make ``peer`` serve exactly ``services`` (replacing what it served before)."""
+        for name in set(peer.services) - set(services):
+            self._leave(peer, name)
+        for name in services:
+            if name in peer.services:
+                continue
+            serving = self._services.setdefault(name, [])
+            if serving:
+                log.info("%s: joins %d other agent(s) serving %r", peer, len(serving), name)
+            serving.append(peer)
+        peer.services = tuple(services)
+
+    def _leave(self, peer: _Peer, name: str) -> None:
+        serving = self._services.get(name)
+        if serving is not None and peer in serving:
+            serving.remove(peer)
+            if serving:
+                log.info("%s: left; %d agent(s) still serve %r", peer, len(serving), name)
+            else:
+                del self._services[name]
+                self._turn.pop(name, None)
+
+    async def _serve_register(self, peer: _Peer, stream: Stream) -> None:
+        """An authenticated agent changes the names it serves (after its SIGHUP)."""
+        try:
+            request = await asyncio.wait_for(
+                read_message(stream, "register"), self.options.open_timeout
+            )
+            raw = request.get("services")
+            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+                raise TunnelProtocolError("field 'services' must be a list of names")
+            if len(raw) > MAX_SERVICES:
+                raise TunnelProtocolError(f"more than {MAX_SERVICES} services")
+            try:
+                names = [validate_name(x) for x in raw]
+            except ValueError as exc:
+                raise TunnelProtocolError(str(exc)) from None
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("%s: bad register request: %s", peer, exc or "timed out")
+            stream.reset(ErrorCode.PROTOCOL_ERROR)
+            return
+        assert peer.hello is not None
+        refused = [n for n in names if not peer.hello.may_use(n)]
+        if refused:
+            log.warning("%s: may not serve %r with its secret", peer, refused[0])
+            write_message(
+                stream, error_message("auth", f"this secret does not cover {refused[0]!r}")
+            )
+            stream.close()
+            return
+        self._register(peer, names)
+        log.info("%s: now serves %s", peer, ", ".join(names) or "nothing")
+        write_message(stream, {"type": "registered", "services": names})
+        stream.close()
+
+    async def reload(
+        self,
+        publics: Sequence[tuple[str, str | None, int]],
+        service_secrets: Mapping[str, bytes],
+    ) -> None:
+        """Apply a new set of public ports and per-service secrets (SIGHUP).
+
+        New and moved ports are bound first (on a failure nothing changes and
+        :class:`ListenError` is raised); then the ports of removed or moved services stop
+        listening. No connection is dropped: those of a removed service end on their own.
+        Secrets apply to authentications from now on.
+        """
+        old = {name: (host, port) for name, host, port in self.options.publics}
+        new = {name: (host, port) for name, host, port in publics}
+        started: dict[str, asyncio.Server] = {}
+        try:
+            for name, (host, port) in new.items():
+                if old.get(name) == (host, port):
+                    continue
+                started[name] = await _listen(
+                    f"--public {name}",
+                    host,
+                    port,
+                    functools.partial(
+                        asyncio.start_server, functools.partial(self._on_public, name), host, port
+                    ),
+                )
+        except OSError:
+            for server in started.values():
+                server.close()
+            raise
+        for name in old:
+            if name not in new or name in started:
+                server = self._public_ports.pop(name)
+                server.close()
+                self._publics.remove(server)
+                log.info("public %s: no longer listening", name)
+        for name, server in started.items():
+            self._public_ports[name] = server
+            self._publics.append(server)
+            for sock in server.sockets:
+                announce(f"public {name} on {format_address(sock.getsockname())}")
+        self.options = dataclasses.replace(
+            self.options, publics=list(publics), service_secrets=dict(service_secrets)
+        )
+        log.info(
+            "configuration reloaded: public %s; own secrets for %s",
+            ", ".join(new) or "none",
+            ", ".join(service_secrets) or "none",
+        )
+
     def _unregister(self, peer: _Peer) -> None:
         self._peers.pop(peer.session, None)
         for name in peer.services:
-            serving = self._services.get(name)
-            if serving is not None and peer in serving:
-                serving.remove(peer)
-                if serving:
-                    log.info("%s: left; %d agent(s) still serve %r", peer, len(serving), name)
-                else:
-                    del self._services[name]
-                    self._turn.pop(name, None)
+            self._leave(peer, name)
 
     # ------------------------------------------------------------------ tunnels
     def _pick(self, name: str) -> _Peer:
@@ -693,6 +797,10 @@ class Relay:
             stream.reset(ErrorCode.PROTOCOL_ERROR)
             return
         origin = f"forward {forwarder.name!r} ({forwarder.address})"
+        if forwarder.hello is not None and not forwarder.hello.may_use(name):
+            log.warning("%s: may not reach %r with its secret", origin, name)
+            write_message(stream, error_message("auth", f"this secret does not cover {name!r}"))
+            return
         try:
             with self._slot(name) as peer:
                 upstream = await self._open(peer, name, origin)
