@@ -124,11 +124,23 @@ class Tunnel:
         return proc
 
     async def agent(
-        self, relay: Proc, *args: str, name: str = "agent", tls_args: tuple[str, ...] = ()
+        self,
+        relay: Proc,
+        *args: str,
+        name: str = "agent",
+        tls_args: tuple[str, ...] = (),
+        secret: str = SECRET,
     ) -> Proc:
         port = await relay.port("relay listening on")
         proc = self.start(
-            name, "agent", "--relay", f"{HOST}:{port}", *DIALER_OPTS, *tls_args, *args
+            name,
+            "agent",
+            "--relay",
+            f"{HOST}:{port}",
+            *DIALER_OPTS,
+            *tls_args,
+            *args,
+            secret=secret,
         )
         await proc.line("agent connected to")
         return proc
