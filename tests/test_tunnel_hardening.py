@@ -240,6 +240,30 @@ async def test_deeply_nested_auth_is_answered_and_closed_at_once(
     assert "RecursionError" not in caplog.text
 
 
+async def test_an_agent_registers_at_most_256_services() -> None:
+    assert auth.MAX_SERVICES == 256
+    for count, ok in ((256, True), (257, False)):
+        client, server = mio.pipe()
+        async with client, server:
+            dialer = await client.open_stream()
+            relay_stream = await server.accept_stream()
+            names = [f"s{i}" for i in range(count)]
+            results = await asyncio.gather(
+                auth.relay_handshake(relay_stream, KEY, timeout=5),
+                auth.dialer_handshake(
+                    dialer, KEY, role="agent", name="n", services=names, timeout=5
+                ),
+                return_exceptions=True,
+            )
+        if ok:
+            assert isinstance(results[0], auth.Hello)
+            assert len(results[0].services) == 256
+        else:
+            assert isinstance(results[0], TunnelProtocolError)
+            assert "more than 256 services" in str(results[0])
+            assert isinstance(results[1], TunnelProtocolError)  # told why
+
+
 async def _wrong_proof(port: int) -> dict[str, Any]:
     session = await mio.connect(HOST, port)
     try:

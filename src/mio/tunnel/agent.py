@@ -18,6 +18,7 @@ from ..wire import ErrorCode
 from .addr import format_address
 from .lifecycle import Tracker
 from .link import Link, LinkOptions
+from .metrics import Metric
 from .pipe import StreamEnd, TcpEnd, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 
@@ -45,6 +46,50 @@ class Agent:
         self.link = Link(options.link, self._on_stream)
         self._tracker = Tracker()
         self._stopping = False
+        #: Counters (see :meth:`metrics`).
+        self.counts = {"connections_total": 0, "connect_failures": 0, "bytes_in": 0, "bytes_out": 0}
+
+    def metrics(self) -> list[Metric]:
+        """The agent's state and counters for :func:`.metrics.render` (``--metrics``)."""
+        c = self.counts
+        return [
+            (
+                "mio_tunnel_agent_connected",
+                "gauge",
+                "1 while the link to the relay is up.",
+                {(): 1.0 if self.link.session is not None else 0.0},
+            ),
+            (
+                "mio_tunnel_agent_links_total",
+                "counter",
+                "Successful (re)connections to the relay.",
+                {(): self.link.connections},
+            ),
+            (
+                "mio_tunnel_connections_active",
+                "gauge",
+                "Tunneled connections open now.",
+                {(): len(self._tracker)},
+            ),
+            (
+                "mio_tunnel_connections_total",
+                "counter",
+                "Tunneled connections opened.",
+                {(): c["connections_total"]},
+            ),
+            (
+                "mio_tunnel_connect_failures_total",
+                "counter",
+                "Connections to a local service that failed.",
+                {(): c["connect_failures"]},
+            ),
+            (
+                "mio_tunnel_bytes_total",
+                "counter",
+                "Bytes carried by tunneled connections that ended (in: towards the services).",
+                {(("direction", "in"),): c["bytes_in"], (("direction", "out"),): c["bytes_out"]},
+            ),
+        ]
 
     async def run(self, stop: asyncio.Event) -> int:
         """Keep the relay link up until ``stop``; returns the exit status (see :class:`Link`)."""
@@ -123,10 +168,12 @@ class Agent:
         else:
             text = ""
         if text:
+            self.counts["connect_failures"] += 1
             log.warning("service %r for %s: %s", name, origin, text)
             write_message(stream, error_message("connect", f"service {name!r}: {text}"))
             return
         write_message(stream, {"type": "opened"})
+        self.counts["connections_total"] += 1
         log.debug("%s -> %r (%s): open", origin, name, address)
         result = await pipe(
             StreamEnd(stream),
@@ -134,6 +181,8 @@ class Agent:
             idle_timeout=opts.idle_timeout,
             idle_min_bytes=opts.idle_min_bytes,
         )
+        self.counts["bytes_in"] += result.sent
+        self.counts["bytes_out"] += result.received
         log.debug(
             "%s -> %r: done, %d bytes in, %d out%s",
             origin,

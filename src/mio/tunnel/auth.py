@@ -76,6 +76,8 @@ BINDING_CERT = "tls-cert-sha256"
 NONCE_SIZE = 32
 PROOF_SIZE = 32
 MIN_SECRET_SIZE = 16
+#: Most service names one agent may register.
+MAX_SERVICES = 256
 _LABEL = b"mio-tunnel/1"
 
 
@@ -265,6 +267,8 @@ async def _relay_handshake(
             raw = msg.get("services")
             if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
                 raise TunnelProtocolError("field 'services' must be a list of names")
+            if len(raw) > MAX_SERVICES:
+                raise TunnelProtocolError(f"more than {MAX_SERVICES} services")
             try:
                 services = tuple(validate_name(s) for s in raw)
             except ValueError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import logging
 import socket
@@ -28,6 +29,8 @@ from .config import merge as merge_config
 from .forward import Forwarder, ForwardOptions
 from .lifecycle import announce, install_signal_handlers, on_sighup
 from .link import EXIT_AUTH, LinkOptions
+from .metrics import Metric, serve_metrics
+from .metrics import render as render_metrics
 from .relay import ListenError, Relay, RelayOptions
 from .tls import (
     certificate_digest,
@@ -163,6 +166,49 @@ _size = _arg_type(_clikit.parse_size, "BYTES")
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
+
+
+def _metrics_address(text: str) -> tuple[str | None, int]:
+    if text.strip().isdigit():  # a bare port: loopback
+        return "127.0.0.1", _clikit.parse_count(text.strip())
+    return parse_hostport(text, listen=True)
+
+
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=_arg_type(_metrics_address, "[HOST:]PORT"),
+        metavar="[HOST:]PORT",
+        help="serve Prometheus text metrics at http://HOST:PORT/metrics; a bare PORT binds "
+        "127.0.0.1 (the endpoint has no authentication: keep it local)",
+    )
+
+
+async def _start_metrics(
+    args: argparse.Namespace, metrics: Callable[[], list[Metric]]
+) -> asyncio.Server | None:
+    """The metrics endpoint of ``--metrics``; raises ListenError naming the address."""
+    if args.metrics is None:
+        return None
+    host, port = args.metrics
+    try:
+        return await serve_metrics(host, port, lambda: render_metrics(metrics()))
+    except OSError as exc:
+        where = format_address((host or "", port))
+        raise ListenError(exc.errno, f"--metrics {where}: cannot listen: {exc.strerror}") from exc
+
+
+def _announce_metrics(server: asyncio.Server | None) -> None:
+    if server is not None:
+        for sock in server.sockets:
+            announce(f"metrics on http://{format_address(sock.getsockname())}/metrics")
+
+
+async def _stop_metrics(server: asyncio.Server | None) -> None:
+    if server is not None:
+        server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
 
 
 def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> None:
@@ -382,6 +428,7 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         help="how long the agent may take to connect to its service before the public "
         "connection is closed (default: %(default)g)",
     )
+    _add_metrics(relay)
     _add_common(relay, idle_default=300.0)
     relay.set_defaults(func=run_relay, _tunnel_parser=relay)
     defer_defaults(relay)
@@ -415,6 +462,7 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         "closed and the link stays up (default: %(default)g)",
     )
     _add_dialer(agent)
+    _add_metrics(agent)
     _add_common(agent)
     agent.set_defaults(func=run_agent, _tunnel_parser=agent)
     defer_defaults(agent)
@@ -637,12 +685,16 @@ def run_relay(args: argparse.Namespace) -> int:
         try:
             if binding:
                 announce(f"relay tls-fingerprint {format_fingerprint(binding)}")
+            metrics = None
             try:
+                metrics = await _start_metrics(args, relay.metrics)
                 await relay.start()
             except OSError as exc:
                 log.error("%s", exc if isinstance(exc, ListenError) else f"cannot listen: {exc}")
+                await _stop_metrics(metrics)
                 await relay.shutdown(0)
                 return EXIT_ERROR
+            _announce_metrics(metrics)
 
             async def reload() -> None:
                 try:
@@ -661,6 +713,7 @@ def run_relay(args: argparse.Namespace) -> int:
             finally:
                 unhook()
             await relay.shutdown(args.grace, hurry)
+            await _stop_metrics(metrics)
             log.info("relay stopped")
             return EXIT_OK
         finally:
@@ -702,6 +755,13 @@ def run_agent(args: argparse.Namespace) -> int:
                 return
             await agent.reload(targets)
 
+        try:
+            metrics = await _start_metrics(args, agent.metrics)
+        except ListenError as exc:
+            log.error("%s", exc)
+            remove()
+            return EXIT_ERROR
+        _announce_metrics(metrics)
         unhook = on_sighup(reload)
         try:
             status = await agent.run(stop)
@@ -709,6 +769,7 @@ def run_agent(args: argparse.Namespace) -> int:
             log.info("agent stopped")
             return status
         finally:
+            await _stop_metrics(metrics)
             unhook()
             remove()
 

@@ -28,9 +28,10 @@ from ..session import Session
 from ..stream import Stream
 from ..wire import ErrorCode
 from .addr import format_address, validate_name
-from .auth import AuthError, AuthFailed, Hello, relay_handshake
+from .auth import MAX_SERVICES, AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
 from .limits import Counter, FailureLimiter, SummaryLog
+from .metrics import Metric
 from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 
@@ -80,8 +81,6 @@ class ListenError(OSError):
 #: in practice 0x00).
 _TLS_HANDSHAKE = 0x16
 _BACKLOG = 128
-#: Most service names one agent may register.
-MAX_SERVICES = 256
 #: What a plain relay answers to a TLS handshake.
 NOT_TLS_ANSWER = b"MIO-TUNNEL PLAIN TCP\r\n"
 TLS_REQUIRED = "the relay speaks TLS: add --tls-ca or --tls-fingerprint (or --tls)"
@@ -249,6 +248,72 @@ class Relay:
             "active": len(self._tracker),
             **self.counts,
         }
+
+    def metrics(self) -> list[Metric]:
+        """The relay's state and counters for :func:`.metrics.render` (``--metrics``)."""
+        stats = self.stats()
+        c = self.counts
+        per_service: dict[tuple[tuple[str, str], ...], float] = {
+            (("service", name),): float(len(peers))
+            for name, peers in sorted(self._services.items())
+        }
+        refusals: dict[tuple[tuple[str, str], ...], float] = {
+            (("reason", key[len("refused_") :]),): float(value)
+            for key, value in c.items()
+            if key.startswith("refused_")
+        }
+        return [
+            (
+                "mio_tunnel_agents",
+                "gauge",
+                "Authenticated agents connected.",
+                {(): stats["agents"]},
+            ),
+            (
+                "mio_tunnel_forwarders",
+                "gauge",
+                "Authenticated forwarders connected.",
+                {(): stats["forwarders"]},
+            ),
+            (
+                "mio_tunnel_services",
+                "gauge",
+                "Service names served by at least one agent.",
+                {(): stats["services"]},
+            ),
+            ("mio_tunnel_service_agents", "gauge", "Agents serving each service.", per_service),
+            (
+                "mio_tunnel_pending",
+                "gauge",
+                "Connections on --listen not yet authenticated.",
+                {(): stats["pending"]},
+            ),
+            (
+                "mio_tunnel_connections_active",
+                "gauge",
+                "Tunneled connections open now.",
+                {(): stats["active"]},
+            ),
+            (
+                "mio_tunnel_connections_total",
+                "counter",
+                "Tunneled connections opened.",
+                {(): c["connections_total"]},
+            ),
+            (
+                "mio_tunnel_bytes_total",
+                "counter",
+                "Bytes carried by tunneled connections that ended (in: towards the services).",
+                {(("direction", "in"),): c["bytes_in"], (("direction", "out"),): c["bytes_out"]},
+            ),
+            (
+                "mio_tunnel_auth_failures_total",
+                "counter",
+                "Failed authentications.",
+                {(): c["auth_failures"]},
+            ),
+            ("mio_tunnel_refused_total", "counter", "Connections refused, by reason.", refusals),
+        ]
 
     def _stop_accepting(self) -> None:
         for task in self._accept_tasks:
