@@ -110,8 +110,8 @@ example (next to the service, behind the NAT):
       --secret-file tunnel.secret --tls-ca ca.pem
 
   Every name the agent serves can be reached by forwarders; names the relay lists with
-  --public can also be reached on the relay's public ports. If another agent registers
-  the same name later, the newer one serves it.
+  --public can also be reached on the relay's public ports. Agents serving the same name
+  share it: new connections go to each in turn, and one leaving leaves the others serving.
 
 readiness line on stdout, after every successful (re)connection:
   agent connected to HOST:PORT

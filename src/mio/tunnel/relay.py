@@ -34,6 +34,7 @@ from .limits import Counter, FailureLimiter, SummaryLog
 from .metrics import Metric
 from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
+from .registry import Registry
 
 __all__ = ("RelayOptions", "Relay", "OpenError", "ListenError", "TLS_REQUIRED")
 
@@ -151,8 +152,7 @@ class Relay:
         self._publics: list[asyncio.Server] = []
         self._public_ports: dict[str, asyncio.Server] = {}
         self._peers: dict[Session, _Peer] = {}
-        self._services: dict[str, list[_Peer]] = {}
-        self._turn: dict[str, int] = {}
+        self._services: Registry[_Peer] = Registry()
         self._tracker = Tracker()
         self._stopping = False
         self._pending = 0
@@ -254,8 +254,7 @@ class Relay:
         stats = self.stats()
         c = self.counts
         per_service: dict[tuple[tuple[str, str], ...], float] = {
-            (("service", name),): float(len(peers))
-            for name, peers in sorted(self._services.items())
+            (("service", name),): float(len(peers)) for name, peers in self._services.items()
         }
         refusals: dict[tuple[tuple[str, str], ...], float] = {
             (("reason", key[len("refused_") :]),): float(value)
@@ -613,21 +612,15 @@ class Relay:
         for name in services:
             if name in peer.services:
                 continue
-            serving = self._services.setdefault(name, [])
-            if serving:
-                log.info("%s: joins %d other agent(s) serving %r", peer, len(serving), name)
-            serving.append(peer)
+            others = self._services.join(peer, name)
+            if others:
+                log.info("%s: joins %d other agent(s) serving %r", peer, others, name)
         peer.services = tuple(services)
 
     def _leave(self, peer: _Peer, name: str) -> None:
-        serving = self._services.get(name)
-        if serving is not None and peer in serving:
-            serving.remove(peer)
-            if serving:
-                log.info("%s: left; %d agent(s) still serve %r", peer, len(serving), name)
-            else:
-                del self._services[name]
-                self._turn.pop(name, None)
+        left = self._services.leave(peer, name)
+        if left:
+            log.info("%s: left; %d agent(s) still serve %r", peer, left, name)
 
     async def _serve_register(self, peer: _Peer, stream: Stream) -> None:
         """An authenticated agent changes the names it serves (after its SIGHUP)."""
@@ -722,16 +715,15 @@ class Relay:
     def _pick(self, name: str) -> _Peer:
         """The next live agent serving ``name`` (round-robin), skipping those at their
         connection limit."""
-        serving = [p for p in self._services.get(name, ()) if not p.session.is_closed]
+        limit = self.options.max_connections
+        peer, serving = self._services.pick(
+            name, lambda p: not p.session.is_closed, lambda p: p.active < limit
+        )
+        if peer is not None:
+            return peer
         if not serving:
             self.counts["refused_no_agent"] += 1
             raise OpenError("unknown-service", f"no agent serves {name!r}")
-        turn = self._turn.get(name, 0)
-        for i in range(len(serving)):
-            peer = serving[(turn + i) % len(serving)]
-            if peer.active < self.options.max_connections:
-                self._turn[name] = (turn + i + 1) % len(serving)
-                return peer
         self.counts["refused_agent_limit"] += 1
         if len(serving) == 1:
             raise OpenError(
