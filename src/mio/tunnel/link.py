@@ -221,7 +221,9 @@ class Link:
 
     async def _connect(self) -> Session:
         opts = self.options
-        verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.auth_timeout  # one timer: connect, TLS, authentication
+        verdict: asyncio.Future[bool] = loop.create_future()
         handler = functools.partial(self._serve, verdict) if self._handler is not None else None
         kwargs: dict[str, Any] = {}
         if opts.ssl is not None:
@@ -269,7 +271,7 @@ class Link:
                 name=opts.name,
                 services=opts.services,
                 binding=binding,
-                timeout=opts.auth_timeout,
+                timeout=max(0.001, deadline - loop.time()),
             )
             control.close()
         except BaseException:
