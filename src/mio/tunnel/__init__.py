@@ -13,6 +13,7 @@ Modules:
 * :mod:`.tls` -- TLS contexts, certificate pinning and channel binding
 * :mod:`.pipe` -- bidirectional copying with half-close, reset and idle timeout
 * :mod:`.lifecycle` -- readiness lines, signals (SIGHUP too), graceful draining
+* :mod:`.admission` -- the relay's agent listener: TLS or plain, resets, bind errors
 * :mod:`.limits` -- connection counters, failed-auth rate limiting, summary log lines
 * :mod:`.registry` -- which agents serve which names (round-robin)
 * :mod:`.link` -- the agent's and forwarder's authenticated, redialed session to the relay

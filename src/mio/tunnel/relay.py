@@ -17,8 +17,7 @@ import functools
 import logging
 import socket
 import ssl
-import struct
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..budget import MemoryBudget
@@ -28,6 +27,17 @@ from ..session import Session
 from ..stream import Stream
 from ..wire import ErrorCode
 from .addr import format_address, validate_name
+from .admission import (
+    BACKLOG,
+    NOT_TLS_ANSWER,
+    TLS_HANDSHAKE,
+    TLS_REQUIRED,
+    ListenError,
+    listen,
+    peek,
+    reset,
+    tell_tls_required,
+)
 from .auth import MAX_SERVICES, AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
 from .limits import Counter, FailureLimiter, SummaryLog
@@ -74,19 +84,6 @@ class OpenError(Exception):
         self.code = code
 
 
-class ListenError(OSError):
-    """A listening socket could not be bound; the message names the option and address."""
-
-
-#: The first octet of a TLS handshake record (a MIO frame starts with a stream id < 2**31,
-#: in practice 0x00).
-_TLS_HANDSHAKE = 0x16
-_BACKLOG = 128
-#: What a plain relay answers to a TLS handshake.
-NOT_TLS_ANSWER = b"MIO-TUNNEL PLAIN TCP\r\n"
-TLS_REQUIRED = "the relay speaks TLS: add --tls-ca or --tls-fingerprint (or --tls)"
-
-
 class _Peer:
     """A session on the agent listener: an agent or forwarder, authenticated or not."""
 
@@ -115,13 +112,6 @@ class _Peer:
         if self.role:
             return f"{self.role} {self.name!r} ({self.address})"
         return self.address
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close an accepted socket with RST (nothing was said on it)."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 class Relay:
@@ -192,7 +182,7 @@ class Relay:
         opts = self.options
         loop = asyncio.get_running_loop()
         lines: list[str] = []
-        listener = await _listen(
+        listener = await listen(
             "--listen",
             opts.host,
             opts.port,
@@ -202,7 +192,7 @@ class Relay:
         for sock in listener.sockets:
             lines.append(f"relay listening on {format_address(sock.getsockname())}")
         for name, host, port in opts.publics:
-            server = await _listen(
+            server = await listen(
                 f"--public {name}",
                 host,
                 port,
@@ -217,7 +207,7 @@ class Relay:
         for sock in listener.sockets:
             dup = sock.dup()
             dup.setblocking(False)
-            dup.listen(_BACKLOG)  # start_serving=False: asyncio has not called listen()
+            dup.listen(BACKLOG)  # start_serving=False: asyncio has not called listen()
             self._accept_socks.append(dup)
             task = loop.create_task(self._accept_loop(dup))
             self._accept_tasks.add(task)
@@ -373,7 +363,7 @@ class Relay:
     def _refuse(self, sock: socket.socket, origin: str, counter: str, why: str) -> None:
         self.counts[counter] += 1
         self._refusal_log.hit(origin, why)
-        _reset(sock)
+        reset(sock)
 
     async def _admit(self, sock: socket.socket, address: Any) -> None:
         """Accepted on the agent listener: limits, TLS, authentication, then serve the
@@ -384,7 +374,7 @@ class Relay:
         origin = format_address(address)
         source = str(address[0]) if isinstance(address, tuple) else origin
         if self._stopping:
-            _reset(sock)
+            reset(sock)
             return
         if self._failures.blocked(source):
             self._refuse(sock, origin, "refused_auth_rate", "too many failed authentications")
@@ -443,7 +433,7 @@ class Relay:
             if session is not None:
                 session.close(ErrorCode.NO_ERROR)
             else:
-                _reset(sock)
+                reset(sock)
         finally:
             if pending:
                 self._pending -= 1
@@ -459,16 +449,16 @@ class Relay:
         opts = self.options
         loop = asyncio.get_running_loop()
         try:
-            first = await _peek(sock, max(0.0, deadline - loop.time()))
+            first = await peek(sock, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
-            _reset(sock)
+            reset(sock)
             return None
         if not first:
             log.debug("%s: disconnected before authenticating", origin)
             sock.close()
             return None
-        speaks_tls = first[0] == _TLS_HANDSHAKE
+        speaks_tls = first[0] == TLS_HANDSHAKE
         if speaks_tls and opts.ssl is None:
             log.warning(
                 "%s speaks TLS but this relay is plain TCP: give the relay --tls-cert and "
@@ -487,7 +477,7 @@ class Relay:
                 "--tls-fingerprint",
                 origin,
             )
-            await self._tell_tls_required(sock, deadline)
+            await tell_tls_required(sock, self._config, deadline)
             return None
 
         def factory() -> Session:
@@ -507,40 +497,13 @@ class Relay:
             )
         except asyncio.TimeoutError:
             log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
-            _reset(sock)
+            reset(sock)
             return None
         except (OSError, ssl.SSLError) as exc:
             log.warning("%s: TLS handshake failed: %s", origin, exc)
-            _reset(sock)
+            reset(sock)
             return None
         return session
-
-    async def _tell_tls_required(self, sock: socket.socket, deadline: float) -> None:
-        """A plain mio peer on a TLS relay: answer its first stream, in plain mio, with an
-        ``error`` saying so, then close."""
-        loop = asyncio.get_running_loop()
-        told = loop.create_future()
-
-        async def answer(stream: Stream) -> None:
-            if not told.done():
-                told.set_result(None)
-                write_message(stream, error_message("tls-required", TLS_REQUIRED))
-                stream.write_eof()
-            else:
-                stream.reset(ErrorCode.REFUSED)
-
-        try:
-            _, session = await loop.connect_accepted_socket(
-                lambda: Session(client=False, config=self._config, handler=answer), sock
-            )
-        except OSError:
-            sock.close()
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(told, max(0.001, deadline - loop.time()))
-        session.close(ErrorCode.REFUSED)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(session.wait_closed(), 1.0)
 
     # ------------------------------------------------------------------ agent sessions
     def _peer(self, session: Session) -> _Peer:
@@ -674,7 +637,7 @@ class Relay:
             for name, (host, port) in new.items():
                 if old.get(name) == (host, port):
                     continue
-                started[name] = await _listen(
+                started[name] = await listen(
                     f"--public {name}",
                     host,
                     port,
@@ -881,44 +844,3 @@ class Relay:
         except OpenError as exc:
             log.warning("%s: cannot open %r: %s", origin, name, exc)
             write_message(stream, error_message(exc.code, str(exc)))
-
-
-async def _listen(
-    what: str,
-    host: str | None,
-    port: int,
-    create: Callable[[], Awaitable[asyncio.Server]],
-) -> asyncio.Server:
-    try:
-        return await create()
-    except OSError as exc:
-        where = format_address((host or "", port))
-        raise ListenError(
-            exc.errno, f"{what} {where}: cannot listen: {exc.strerror or exc}"
-        ) from exc
-
-
-async def _peek(sock: socket.socket, timeout: float) -> bytes:
-    """The first octet the peer sent, left in the socket (b"" at EOF); raises
-    :class:`asyncio.TimeoutError` when nothing came within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            return b""
-        readable: asyncio.Future[None] = loop.create_future()
-        fd = sock.fileno()
-        loop.add_reader(fd, _set_done, readable)
-        try:
-            await asyncio.wait_for(readable, max(0.0, deadline - loop.time()))
-        finally:
-            loop.remove_reader(fd)
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
