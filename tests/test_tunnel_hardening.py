@@ -549,6 +549,24 @@ def test_a_busy_port_fails_before_any_readiness_line(tmp_path: Path) -> None:
             assert done.returncode == cli.EXIT_ERROR, done.stderr
             assert culprit in done.stderr, done.stderr
             assert done.stdout == ""  # no "relay listening on" before the failure
+        # With TLS too: not even the fingerprint line comes first.
+        cert, key = _tls_files(tmp_path)
+        tls = ["--tls-cert", cert, "--tls-key", key]
+        for args, culprit in (
+            (["--listen", f"{HOST}:0", "--public", f"web={HOST}:{port}", *tls], "--public web"),
+            (["--listen", f"{HOST}:0", "--metrics", str(port), *tls], f"--metrics {HOST}:{port}"),
+        ):
+            done = run_cli("relay", *args, tmp_path=tmp_path)
+            assert done.returncode == cli.EXIT_ERROR, done.stderr
+            assert f"{culprit}" in done.stderr, done.stderr
+            assert "cannot listen" in done.stderr
+            assert done.stdout == ""
+        done = run_cli(
+            "agent", "--relay", f"{HOST}:1", "--service", "a=h:2", "--metrics", str(port),
+            tmp_path=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == cli.EXIT_ERROR
+        assert f"--metrics {HOST}:{port}: cannot listen" in done.stderr
         done = run_cli(
             "forward", "--listen", f"{HOST}:{port}", "--relay", f"{HOST}:1", "--to", "x",
             tmp_path=tmp_path,

@@ -683,11 +683,11 @@ def run_relay(args: argparse.Namespace) -> int:
         remove = install_signal_handlers(stop, hurry, args.grace)
         relay = Relay(options)
         try:
-            if binding:
-                announce(f"relay tls-fingerprint {format_fingerprint(binding)}")
             metrics = None
             try:
                 metrics = await _start_metrics(args, relay.metrics)
+                if binding:  # first line, but only once the relay can start at all
+                    relay.early_lines.append(f"relay tls-fingerprint {format_fingerprint(binding)}")
                 await relay.start()
             except OSError as exc:
                 log.error("%s", exc if isinstance(exc, ListenError) else f"cannot listen: {exc}")

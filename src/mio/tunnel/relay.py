@@ -145,6 +145,8 @@ class Relay:
         self._services: Registry[_Peer] = Registry()
         self._tracker = Tracker()
         self._stopping = False
+        #: Readiness lines printed first by :meth:`start`, once everything is bound.
+        self.early_lines: list[str] = []
         self._pending = 0
         self._pending_sources = Counter(options.max_pending_per_source)
         self._port_counts = Counter(options.max_port_connections)
@@ -181,7 +183,7 @@ class Relay:
         (none if a bind fails: :class:`ListenError` names the address)."""
         opts = self.options
         loop = asyncio.get_running_loop()
-        lines: list[str] = []
+        lines = list(self.early_lines)
         listener = await listen(
             "--listen",
             opts.host,
