@@ -140,6 +140,19 @@ async def test_per_service_secrets(tunnel: Tunnel, tmp_path: Path) -> None:
         assert await wrong.wait() == cli.EXIT_AUTH
         await tunnel.agent(relay, "--service", f"db={echo_addr}", name="db-agent", secret=db_secret)
         await roundtrip(await relay.port("public db on"), 64 * 1024)
+        # Forwarders: the db secret reaches db, and nothing else.
+        for to, works in (("db", True), ("web", False)):
+            forward = tunnel.start(
+                f"forward-{to}", "forward", "--listen", f"{HOST}:0", "--relay", f"{HOST}:{port}",
+                "--to", to, *DIALER_OPTS, secret=db_secret,
+            )  # fmt: skip
+            await forward.line("forward connected to")
+            local = await forward.port("forward listening on")
+            if works:
+                await roundtrip(local, 64 * 1024)
+            else:
+                await assert_closed(local)
+                await forward.wait_log("does not cover 'web'")
         assert db_secret not in relay.log
 
 

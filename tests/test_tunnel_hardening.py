@@ -30,7 +30,7 @@ import mio
 from mio.tunnel import auth, cli
 from mio.tunnel.agent import Agent, AgentOptions
 from mio.tunnel.limits import Counter, FailureLimiter, SummaryLog
-from mio.tunnel.link import LinkOptions
+from mio.tunnel.link import Link, LinkOptions
 from mio.tunnel.protocol import (
     MAX_DEPTH,
     MAX_MESSAGE_SIZE,
@@ -360,6 +360,52 @@ async def test_one_deadline_covers_tls_and_authentication(tmp_path: Path) -> Non
         # Two separate timers would allow 1.6 + 2.0 s; one deadline ends it at 2.0 s.
         assert elapsed < 3.2, elapsed
         assert relay.stats()["pending"] == 0
+
+
+@pytest.mark.timeout(30)
+async def test_the_dialer_has_one_deadline_too(tmp_path: Path) -> None:
+    """An agent whose relay is slow to answer TLS gets what remains of ``auth_timeout``
+    for the handshake, not a second full timeout."""
+    cert, key = _tls_files(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server((HOST, 0))
+    listener.setblocking(False)
+    sessions: list[mio.Session] = []
+
+    async def slow_relay() -> None:
+        sock, _ = await loop.sock_accept(listener)
+        await asyncio.sleep(1.5)  # the ClientHello waits in the socket
+        _, session = await loop.connect_accepted_socket(
+            lambda: mio.Session(client=False), sock, ssl=context
+        )
+        sessions.append(session)  # and then never says a word
+
+    relay = asyncio.ensure_future(slow_relay())
+    link = Link(
+        LinkOptions(
+            host=HOST, port=listener.getsockname()[1], secret=KEY, role="agent",
+            name="a", ssl=_client_context(), auth_timeout=2.0,
+        )
+    )  # fmt: skip
+    start = loop.time()
+    with pytest.raises(auth.AuthTimeout):
+        await link._connect()
+    elapsed = loop.time() - start
+    assert elapsed < 3.0, elapsed  # two timers would allow 1.5 + 2.0 s
+    await relay
+    for session in sessions:
+        session.close()
+        await session.wait_closed()
+    listener.close()
+
+
+def _client_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def test_public_port_and_source_limits() -> None:
