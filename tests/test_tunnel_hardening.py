@@ -331,6 +331,15 @@ async def test_pending_connections_are_capped(tmp_path: Path) -> None:
         for _, w in silent + other:
             w.close()
         await eventually(lambda: relay.stats()["pending"] == 0)
+        # Failed TLS handshakes leave nothing behind (memory stays bounded).
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection(HOST, relay.port())
+            writer.write(b"\x16\x03\x01\x00\x05hello")  # a TLS record header, then junk
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        await eventually(lambda: relay.stats()["pending"] == 0)
+        assert not relay._peers
 
 
 @pytest.mark.timeout(30)

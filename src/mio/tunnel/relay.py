@@ -482,21 +482,26 @@ class Relay:
             await tell_tls_required(sock, self._config, deadline)
             return None
 
+        made: list[Session] = []
+
         def factory() -> Session:
             session = Session(
                 client=False, config=self._config, handler=self._on_stream, budget=self._budget
             )
             self._peers[session] = _Peer(session, origin)
+            made.append(session)
             return session
 
         remaining = max(0.001, deadline - loop.time())
         kwargs: dict[str, Any] = {}
         if opts.ssl is not None:
             kwargs = {"ssl": opts.ssl, "ssl_handshake_timeout": remaining}
+        connected = False
         try:
             _, session = await asyncio.wait_for(
                 loop.connect_accepted_socket(factory, sock, **kwargs), remaining
             )
+            connected = True
         except asyncio.TimeoutError:
             log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
             reset(sock)
@@ -505,6 +510,10 @@ class Relay:
             log.warning("%s: TLS handshake failed: %s", origin, exc)
             reset(sock)
             return None
+        finally:
+            if not connected:  # the session never got its transport: forget it
+                for unborn in made:
+                    self._peers.pop(unborn, None)
         return session
 
     # ------------------------------------------------------------------ agent sessions
