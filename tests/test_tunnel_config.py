@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -200,11 +201,24 @@ async def test_sighup_reloads_services_without_dropping_connections(
         await roundtrip(other_port, 64 * 1024)
         assert len([x for x in agent.lines() if x.startswith("agent connected")]) == 1
 
-        # A broken file is refused and the running configuration kept.
+        # A broken file is refused and the running configuration kept ...
         relay_toml.write_text("[relay\n")
         relay.popen.send_signal(signal.SIGHUP)
         await relay.wait_log("SIGHUP: configuration not reloaded")
         await roundtrip(other_port, 1024)
+        # ... and so is one with a port that cannot be bound: nothing changes.
+        with socket.socket() as busy:
+            busy.bind((HOST, 0))
+            busy.listen()
+            relay_toml.write_text(
+                f'[relay]\nlisten = "{HOST}:{relay_port}"\n'
+                f'[services.third]\npublic = "{HOST}:{busy.getsockname()[1]}"\n'
+            )
+            relay.popen.send_signal(signal.SIGHUP)
+            await relay.wait_log(f"--public third {HOST}:{busy.getsockname()[1]}: cannot listen")
+        assert relay.log.count("SIGHUP: configuration not reloaded") == 2
+        await roundtrip(other_port, 1024)  # "other" and "echo" were not removed
+        await roundtrip(echo_port, 1024)
 
         reader, writer = held
         writer.write(b"still here")
