@@ -1,5 +1,5 @@
-"""The ``mio`` command line: ``mio echo``, ``mio bench``, ``mio --version`` (and the tunnel
-commands of :mod:`mio.tunnel`, when installed).
+"""The ``mio`` command line: ``mio echo``, ``mio bench``, ``mio --version`` and the tunnel
+commands of :mod:`mio.tunnel`.
 
 Every command returns an exit code: 0 on success, 1 on failure, 2 on a usage error, 130 when
 interrupted. ``python -m mio`` runs the same entry point.
@@ -13,23 +13,18 @@ import dataclasses
 import logging
 import os
 import platform
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _impl
+from . import _clikit, _impl
 from ._version import DISTRIBUTION, __version__
 from .api import DEFAULT_MAX_SESSIONS
 from .budget import DEFAULT_SERVER_MEMORY
 from .config import Config
-
-try:
-    from .tunnel import cli as tunnel_cli
-except ImportError:
-    tunnel_cli = None  # type: ignore[assignment]
+from .tunnel import cli as tunnel_cli  # stdlib only: a failed import is a bug, not "no tunnel"
 
 __all__ = (
     "main",
@@ -92,99 +87,29 @@ def version_text() -> str:
 
 
 # ---------------------------------------------------------------------------- value parsers
-_SIZE_RE = re.compile(r"(0x[0-9a-f]+|\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?")
-_SIZE_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """``65536``, ``64K``, ``64KiB``, ``1.5M``, ``0x10000`` → bytes (K/M/G: powers of 1024)."""
-    m = _SIZE_RE.fullmatch(text.strip().lower().replace("_", ""))
-    if m is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r} (examples: 65536, 64K, 1M, 0x10000)"
-        )
-    number, suffix = m.groups()
-    value = int(number, 16) if number.startswith("0x") else float(number)
-    size = value * _SIZE_MULT[suffix]
-    if size != int(size):
-        raise argparse.ArgumentTypeError(f"size {text!r} is not a whole number of bytes")
-    return int(size)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _seconds_or_off(text: str) -> float | None:
-    if text.strip().lower() in ("off", "none", "no", "0"):
-        return None
-    return _seconds(text)
-
-
-def _count(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-
-
-def _count_or_off(text: str) -> int | None:
-    if text.strip().lower() in ("off", "none", "unlimited"):
-        return None
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be positive (or off)")
-    return value
-
-
-_YES = ("yes", "y", "true", "on", "1")
-_NO = ("no", "n", "false", "off", "0")
-
-
-def _yes_no(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _YES:
-        return True
-    if word in _NO:
-        return False
-    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+# One toolkit for every mio command line (see mio._clikit); argparse types built from it.
+parse_size = _clikit.arg_type(_clikit.parse_size, "size")
+parse_size.__doc__ = _clikit.parse_size.__doc__
+_seconds = _clikit.arg_type(_clikit.parse_seconds, "seconds")
+_seconds_or_off = _clikit.arg_type(_clikit.parse_seconds_or_off, "seconds")
+_count = _clikit.arg_type(_clikit.parse_count, "integer")
+_count_or_off = _clikit.arg_type(_clikit.parse_count_or_off, "integer")
+_yes_no = _clikit.arg_type(_clikit.parse_yes_no, "yes|no")
 
 
 def parse_hostport(text: str) -> tuple[str | None, int]:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces) → ``(host, port)``."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise argparse.ArgumentTypeError(f"put an IPv6 address in brackets: [{host}]:{port_text}")
     try:
-        port = int(port_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {port_text!r} in {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} out of range 0..65535")
-    return (host or None), port
+        return _clikit.parse_hostport(text, listen=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _format_addr(sockname: Any) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+_format_addr = _clikit.format_address
 
 
 # ---------------------------------------------------------------------------- Config flags
-def _human_size(n: int) -> str:
-    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return str(n)
+_human_size = _clikit.format_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,38 +318,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
 # ---------------------------------------------------------------------------- logging
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     """``-v``/``-q`` (same meaning as in ``mio tunnel``); see :func:`setup_logging`."""
-    group = parser.add_argument_group("logging (stderr)")
-    group.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log more: -v every session, -vv also every stream and mio's protocol details",
-    )
-    group.add_argument(
-        "-q",
-        "--quiet",
-        action="count",
-        default=0,
-        help="log less: -q warnings and errors only, -qq errors only",
+    _clikit.add_logging_arguments(
+        parser,
+        verbose_help="log more: -v every session, -vv also every stream and mio's protocol details",
     )
 
 
 def setup_logging(args: argparse.Namespace) -> None:
     """Stdlib logging on stderr: INFO by default, each ``-v`` one level more, each ``-q`` one
     less; the library's own loggers (``mio.session`` ...) show DEBUG only from ``-vv``."""
-    verbose = getattr(args, "verbose", 0) or 0
-    quiet = getattr(args, "quiet", 0) or 0
-    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (quiet - verbose)))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    library = level if verbose >= 2 else max(level, logging.INFO)
-    logging.getLogger("mio").setLevel(library)
-    logging.getLogger("asyncio").setLevel(library)
-    logging.getLogger(log.name).setLevel(level)
+    _clikit.setup_logging(args, log.name)
 
 
 # ---------------------------------------------------------------------------- mio echo
@@ -671,8 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mio",
         description="mio: many flow-controlled byte streams over one connection "
         "(the MIO protocol) for asyncio. Tools: an echo server, an end-to-end benchmark"
-        + (", tunnels" if tunnel_cli is not None else "")
-        + ".",
+        + ", tunnels.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -800,9 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     bench.set_defaults(func=cmd_bench, _parser=bench)
 
-    # -- tunnels (mio.tunnel, when present)
-    if tunnel_cli is not None:
-        tunnel_cli.add_parser(sub)
+    # -- tunnels (mio.tunnel)
+    tunnel_cli.add_parser(sub)
     return parser
 
 
@@ -816,9 +717,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args._argv = argv
-    try:
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. ``mio bench | head``
-        return 1
+    return _clikit.run_command(func, args)

@@ -12,9 +12,14 @@ Modules:
 * :mod:`.auth` -- the shared secret and the mutual challenge-response handshake
 * :mod:`.tls` -- TLS contexts, certificate pinning and channel binding
 * :mod:`.pipe` -- bidirectional copying with half-close, reset and idle timeout
-* :mod:`.lifecycle` -- readiness lines, signals, graceful draining of connections
+* :mod:`.lifecycle` -- readiness lines, signals (SIGHUP too), graceful draining
+* :mod:`.admission` -- the relay's agent listener: TLS or plain, resets, bind errors
+* :mod:`.limits` -- connection counters, failed-auth rate limiting, summary log lines
+* :mod:`.registry` -- which agents serve which names (round-robin)
 * :mod:`.link` -- the agent's and forwarder's authenticated, redialed session to the relay
 * :mod:`.relay`, :mod:`.agent`, :mod:`.forward` -- the three roles
+* :mod:`.metrics` -- the Prometheus text endpoint (``--metrics``)
+* :mod:`.config` -- the TOML configuration file (``--config``)
 * :mod:`.cli` -- the ``tunnel`` command line (``relay``, ``agent``, ``forward``)
 
 See ``docs/TUNNEL.md`` for a walkthrough.

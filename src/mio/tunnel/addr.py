@@ -1,8 +1,11 @@
-"""Command-line address values: ``HOST:PORT``, ``[IPv6]:PORT`` and ``NAME=HOST:PORT``."""
+"""Command-line address values: ``HOST:PORT``, ``[IPv6]:PORT`` (from :mod:`mio._clikit`,
+shared by every mio command) and ``NAME=HOST:PORT``."""
 
 from __future__ import annotations
 
 import re
+
+from .. import _clikit
 
 __all__ = ("format_address", "parse_hostport", "parse_named", "validate_name")
 
@@ -19,30 +22,7 @@ def validate_name(name: str) -> str:
     return name
 
 
-def parse_hostport(text: str, *, listen: bool = False) -> tuple[str | None, int]:
-    """Parse ``HOST:PORT`` (IPv6 hosts in brackets).
-
-    With ``listen``, the host may be empty (``:8080``: every interface, returned as None)
-    and the port may be 0 (the system picks a free port).
-    """
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"put IPv6 addresses in brackets, e.g. [::1]:8080 (got {text!r})")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"invalid port in {text!r}") from None
-    if not (0 if listen else 1) <= port <= 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    if not host:
-        if not listen:
-            raise ValueError(f"missing host in {text!r}")
-        return None, port
-    return host, port
+parse_hostport = _clikit.parse_hostport
 
 
 def parse_named(text: str, *, listen: bool = False) -> tuple[str, str | None, int]:
@@ -54,11 +34,4 @@ def parse_named(text: str, *, listen: bool = False) -> tuple[str, str | None, in
     return validate_name(name.strip()), host, port
 
 
-def format_address(address: object) -> str:
-    """``HOST:PORT`` of a socket address tuple (``[HOST]:PORT`` for IPv6), else ``str()``."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        if ":" in str(host):
-            return f"[{host}]:{port}"
-        return f"{host}:{port}"
-    return str(address)
+format_address = _clikit.format_address

@@ -18,6 +18,7 @@ from ..wire import ErrorCode
 from .addr import format_address
 from .lifecycle import Tracker
 from .link import Link, LinkOptions
+from .metrics import Metric
 from .pipe import StreamEnd, TcpEnd, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 
@@ -34,6 +35,7 @@ class AgentOptions:
     services: Mapping[str, tuple[str, int]]
     connect_timeout: float = 5.0
     idle_timeout: float | None = None
+    idle_min_bytes: int = 1
 
 
 class Agent:
@@ -44,10 +46,81 @@ class Agent:
         self.link = Link(options.link, self._on_stream)
         self._tracker = Tracker()
         self._stopping = False
+        #: Counters (see :meth:`metrics`).
+        self.counts = {"connections_total": 0, "connect_failures": 0, "bytes_in": 0, "bytes_out": 0}
+
+    def metrics(self) -> list[Metric]:
+        """The agent's state and counters for :func:`.metrics.render` (``--metrics``)."""
+        c = self.counts
+        return [
+            (
+                "mio_tunnel_agent_connected",
+                "gauge",
+                "1 while the link to the relay is up.",
+                {(): 1.0 if self.link.session is not None else 0.0},
+            ),
+            (
+                "mio_tunnel_agent_links_total",
+                "counter",
+                "Successful (re)connections to the relay.",
+                {(): self.link.connections},
+            ),
+            (
+                "mio_tunnel_connections_active",
+                "gauge",
+                "Tunneled connections open now.",
+                {(): len(self._tracker)},
+            ),
+            (
+                "mio_tunnel_connections_total",
+                "counter",
+                "Tunneled connections opened.",
+                {(): c["connections_total"]},
+            ),
+            (
+                "mio_tunnel_connect_failures_total",
+                "counter",
+                "Connections to a local service that failed.",
+                {(): c["connect_failures"]},
+            ),
+            (
+                "mio_tunnel_bytes_total",
+                "counter",
+                "Bytes carried by tunneled connections that ended (in: towards the services).",
+                {(("direction", "in"),): c["bytes_in"], (("direction", "out"),): c["bytes_out"]},
+            ),
+        ]
 
     async def run(self, stop: asyncio.Event) -> int:
         """Keep the relay link up until ``stop``; returns the exit status (see :class:`Link`)."""
         return await self.link.run(stop)
+
+    async def reload(self, services: Mapping[str, tuple[str, int]]) -> bool:
+        """Serve ``services`` from now on (SIGHUP). New connections of a name go to its new
+        address; open connections are left alone. When the set of names changed, the
+        relay is told on the live session (``register``; the next connection registers
+        them anyway). Returns False when the relay refused the new names."""
+        old = set(self.options.services)
+        self.options = dataclasses.replace(self.options, services=dict(services))
+        self.link.options = dataclasses.replace(self.link.options, services=list(services))
+        log.info("configuration reloaded: services %s", ", ".join(services) or "none")
+        session = self.link.session
+        if set(services) == old or session is None:
+            return True
+        try:
+            stream = await session.open_stream()
+            write_message(stream, {"type": "register", "services": list(services)})
+            reply = await asyncio.wait_for(
+                read_message(stream, "registered", "error"), self.options.link.auth_timeout
+            )
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("the relay did not confirm the new services: %s", exc or "timed out")
+            return False
+        stream.close()
+        if reply["type"] == "error":
+            log.error("the relay refused the new services: %s", reply.get("error"))
+            return False
+        return True
 
     async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new streams, let tunneled connections finish for up to ``grace`` seconds,
@@ -95,14 +168,21 @@ class Agent:
         else:
             text = ""
         if text:
+            self.counts["connect_failures"] += 1
             log.warning("service %r for %s: %s", name, origin, text)
             write_message(stream, error_message("connect", f"service {name!r}: {text}"))
             return
         write_message(stream, {"type": "opened"})
+        self.counts["connections_total"] += 1
         log.debug("%s -> %r (%s): open", origin, name, address)
         result = await pipe(
-            StreamEnd(stream), TcpEnd(reader, writer), idle_timeout=opts.idle_timeout
+            StreamEnd(stream),
+            TcpEnd(reader, writer),
+            idle_timeout=opts.idle_timeout,
+            idle_min_bytes=opts.idle_min_bytes,
         )
+        self.counts["bytes_in"] += result.sent
+        self.counts["bytes_out"] += result.received
         log.debug(
             "%s -> %r: done, %d bytes in, %d out%s",
             origin,

@@ -53,6 +53,7 @@ __all__ = (
     "AuthError",
     "AuthFailed",
     "AuthTimeout",
+    "Mismatch",
     "Unavailable",
     "Hello",
     "Welcome",
@@ -75,6 +76,8 @@ BINDING_CERT = "tls-cert-sha256"
 NONCE_SIZE = 32
 PROOF_SIZE = 32
 MIN_SECRET_SIZE = 16
+#: Most service names one agent may register.
+MAX_SERVICES = 256
 _LABEL = b"mio-tunnel/1"
 
 
@@ -90,17 +93,33 @@ class AuthTimeout(AuthError):
     """The handshake did not finish in time."""
 
 
+class Mismatch(AuthError):
+    """The relay and this side disagree on the transport (TLS on one side only)."""
+
+
 class Unavailable(AuthError):
     """The relay refused for a transient reason (it is shutting down): try again later."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Hello:
-    """What the relay learns about an authenticated dialer."""
+    """What the relay learns about an authenticated dialer.
+
+    ``scope``: the service names its secret covers -- None for the relay's main secret
+    (every name without a secret of its own), else exactly the names of that secret.
+    """
 
     role: str
     name: str
     services: tuple[str, ...]
+    scope: frozenset[str] | None = None
+    own_secrets: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
+
+    def may_use(self, service: str) -> bool:
+        """Whether this dialer may serve (agent) or reach (forwarder) ``service``."""
+        if self.scope is None:
+            return service not in self.own_secrets
+        return service in self.scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +130,18 @@ class Welcome:
     keepalive: float | None
 
 
-def load_secret(path: str | None, environ: Mapping[str, str] | None = None) -> bytes:
+def load_secret(
+    path: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_insecure: bool = False,
+) -> bytes:
     """Read the shared secret from ``path`` or else the ``MIO_TUNNEL_SECRET`` variable.
 
     Surrounding whitespace (a trailing newline) is stripped. Raises :class:`ValueError`
-    with a usable message when there is no secret or it is empty.
+    with a usable message when there is no secret or it is empty, or (on POSIX, unless
+    ``allow_insecure``) when the file is accessible to its group or to others, as OpenSSH
+    refuses such key files.
     """
     env = os.environ if environ is None else environ
     if path is not None:
@@ -124,9 +150,17 @@ def load_secret(path: str | None, environ: Mapping[str, str] | None = None) -> b
                 mode = os.fstat(f.fileno()).st_mode
                 secret = f.read().strip()
         except OSError as exc:
-            raise ValueError(f"cannot read the secret file {path}: {exc.strerror}") from None
+            raise ValueError(
+                f"--secret-file {path}: cannot read it: {exc.strerror or exc}"
+            ) from None
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("secret file %s is readable by others: chmod 600 it", path)
+            if not allow_insecure:
+                raise ValueError(
+                    f"--secret-file {path}: accessible by group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`, or pass "
+                    "--insecure-secret-file to use it anyway"
+                )
+            log.warning("secret file %s is accessible by group or others: chmod 600 it", path)
         where = f"secret file {path}"
     elif env.get(SECRET_ENV):
         secret = env[SECRET_ENV].strip().encode("utf-8")
@@ -174,10 +208,14 @@ async def relay_handshake(
     keepalive: float | None = None,
     available: Callable[[], bool] = lambda: True,
     timeout: float | None = None,
+    service_secrets: Mapping[str, bytes] | None = None,
 ) -> Hello:
     """The relay's side of the handshake on the first stream of a session.
 
     Args:
+        service_secrets: services with a secret of their own: only a dialer proving that
+            secret may serve or reach them, and such a dialer only them (see
+            :attr:`Hello.scope`); ``secret`` covers every other name.
         binding: the SHA-256 of the relay's TLS certificate, or ``b""`` without TLS.
         keepalive: the relay's keepalive interval, announced so dialers can match it.
         available: called once the dialer is authenticated; False refuses it as
@@ -189,7 +227,9 @@ async def relay_handshake(
         TunnelProtocolError: a malformed message.
     """
     return await _with_timeout(  # type: ignore[no-any-return]
-        _relay_handshake(stream, secret, binding, keepalive, available), timeout, "authentication"
+        _relay_handshake(stream, secret, binding, keepalive, available, service_secrets or {}),
+        timeout,
+        "authentication",
     )
 
 
@@ -199,6 +239,7 @@ async def _relay_handshake(
     binding: bytes,
     keepalive: float | None,
     available: Callable[[], bool],
+    service_secrets: Mapping[str, bytes],
 ) -> Hello:
     relay_nonce = secrets.token_bytes(NONCE_SIZE)
     write_message(
@@ -226,6 +267,8 @@ async def _relay_handshake(
             raw = msg.get("services")
             if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
                 raise TunnelProtocolError("field 'services' must be a list of names")
+            if len(raw) > MAX_SERVICES:
+                raise TunnelProtocolError(f"more than {MAX_SERVICES} services")
             try:
                 services = tuple(validate_name(s) for s in raw)
             except ValueError as exc:
@@ -233,10 +276,30 @@ async def _relay_handshake(
     except TunnelProtocolError as exc:
         write_message(stream, error_message("protocol", str(exc)))
         raise
-    expected = compute_proof(secret, "agent", role, relay_nonce, dialer_nonce, binding)
-    if not hmac.compare_digest(expected, proof):
+    candidates: dict[bytes, frozenset[str] | None] = {secret: None}
+    for service, own in service_secrets.items():
+        if own != secret:
+            candidates[own] = frozenset((candidates.get(own) or frozenset()) | {service})
+    matched: bytes | None = None
+    for candidate in candidates:  # every candidate is checked: no early exit
+        expected = compute_proof(candidate, "agent", role, relay_nonce, dialer_nonce, binding)
+        if hmac.compare_digest(expected, proof) and matched is None:
+            matched = candidate
+    if matched is None:
         write_message(stream, error_message("auth", "authentication failed"))
         raise AuthFailed(f"{role} {name!r} sent a wrong proof (wrong secret?)")
+    hello = Hello(
+        role,
+        name,
+        services,
+        candidates[matched],
+        frozenset(n for n, own in service_secrets.items() if own != secret),
+    )
+    refused = [s for s in services if not hello.may_use(s)]
+    if refused:
+        write_message(stream, error_message("auth", f"this secret does not cover {refused[0]!r}"))
+        raise AuthFailed(f"{role} {name!r} may not serve {refused[0]!r} with its secret")
+    secret = matched
     if not available():
         write_message(stream, error_message("unavailable", "the relay is shutting down"))
         raise Unavailable("the relay is shutting down")
@@ -247,7 +310,7 @@ async def _relay_handshake(
             "proof": compute_proof(secret, "relay", role, relay_nonce, dialer_nonce, binding).hex(),
         },
     )
-    return Hello(role, name, services)
+    return hello
 
 
 async def dialer_handshake(
@@ -270,6 +333,7 @@ async def dialer_handshake(
     Raises:
         AuthFailed: the relay refused our proof or could not prove it knows the secret.
         Unavailable: the relay refused for a transient reason.
+        Mismatch: the relay requires TLS and this link is plain.
         AuthTimeout: ``timeout`` elapsed.
         TunnelProtocolError: a malformed message, or the relay ended the stream.
     """
@@ -290,7 +354,12 @@ async def _dialer_handshake(
 ) -> Welcome:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    challenge = await read_message(stream, "challenge")
+    challenge = await read_message(stream, "challenge", "error")
+    if challenge["type"] == "error":
+        refusal = str(challenge.get("error", "refused"))
+        if challenge.get("code") == "tls-required":
+            raise Mismatch(refusal)
+        raise TunnelProtocolError(f"the relay refused the connection: {refusal}")
     if challenge.get("version") != VERSION:
         raise TunnelProtocolError(f"relay speaks protocol version {challenge.get('version')!r}")
     relay_nonce = get_hex(challenge, "nonce", NONCE_SIZE)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import copy
 import logging
 import socket
 import ssl
@@ -17,13 +19,19 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from .addr import parse_hostport, parse_named, validate_name
+from .. import _clikit
+from .addr import format_address, parse_hostport, parse_named, validate_name
 from .agent import Agent, AgentOptions
 from .auth import SECRET_ENV, load_secret
+from .config import ConfigError, defer_defaults
+from .config import load as load_config
+from .config import merge as merge_config
 from .forward import Forwarder, ForwardOptions
-from .lifecycle import announce, install_signal_handlers
+from .lifecycle import announce, install_signal_handlers, on_sighup
 from .link import EXIT_AUTH, LinkOptions
-from .relay import Relay, RelayOptions
+from .metrics import Metric, serve_metrics
+from .metrics import render as render_metrics
+from .relay import ListenError, Relay, RelayOptions
 from .tls import (
     certificate_digest,
     dialer_context,
@@ -36,15 +44,16 @@ __all__ = ("add_parser", "build_parser", "main", "EXIT_OK", "EXIT_ERROR", "EXIT_
 
 log = logging.getLogger("mio.tunnel")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_OK = _clikit.EXIT_OK
+EXIT_ERROR = _clikit.EXIT_ERROR
+EXIT_USAGE = _clikit.EXIT_USAGE
 
 _EXIT_STATUS = f"""\
 exit status:
   0  stopped by SIGINT/SIGTERM after the graceful shutdown
   1  runtime error (e.g. cannot listen on an address)
-  2  bad command line or configuration (secret, certificate files)
+  2  bad command line or configuration (secret, certificate files), or TLS on one side
+     of the link only (agent and forward do not retry then)
   {EXIT_AUTH}  authentication failed: wrong secret, or the relay's certificate is not
      trusted or does not match --tls-fingerprint (agent and forward do not retry then)
 """
@@ -101,8 +110,8 @@ example (next to the service, behind the NAT):
       --secret-file tunnel.secret --tls-ca ca.pem
 
   Every name the agent serves can be reached by forwarders; names the relay lists with
-  --public can also be reached on the relay's public ports. If another agent registers
-  the same name later, the newer one serves it.
+  --public can also be reached on the relay's public ports. Agents serving the same name
+  share it: new connections go to each in turn, and one leaving leaves the others serving.
 
 readiness line on stdout, after every successful (re)connection:
   agent connected to HOST:PORT
@@ -140,47 +149,17 @@ readiness lines on stdout:
 
 
 # ---------------------------------------------------------------------- argument types
-def _arg_type(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return func(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc) or f"invalid {what}: {text!r}") from None
-
-    convert.__name__ = what
-    return convert
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def _seconds_or_zero(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must not be negative: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1: {text!r}")
-    return value
-
-
+_arg_type = _clikit.arg_type
 _hostport = _arg_type(parse_hostport, "HOST:PORT")
 _listen_hostport = _arg_type(lambda t: parse_hostport(t, listen=True), "HOST:PORT")
 _named = _arg_type(parse_named, "NAME=HOST:PORT")
 _listen_named = _arg_type(lambda t: parse_named(t, listen=True), "NAME=HOST:PORT")
 _name = _arg_type(validate_name, "NAME")
 _fingerprint = _arg_type(parse_fingerprint, "SHA256")
-_secs = _arg_type(_seconds, "SECONDS")
-_secs0 = _arg_type(_seconds_or_zero, "SECONDS")
-_count = _arg_type(_positive_int, "N")
+_secs = _arg_type(lambda t: _clikit.parse_seconds(t, positive=True), "SECONDS")
+_secs0 = _arg_type(_clikit.parse_seconds, "SECONDS")
+_count = _arg_type(lambda t: _clikit.parse_count(t, minimum=1), "N")
+_size = _arg_type(_clikit.parse_size, "BYTES")
 
 
 # ---------------------------------------------------------------------- parsers
@@ -189,12 +168,67 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _metrics_address(text: str) -> tuple[str | None, int]:
+    if text.strip().isdigit():  # a bare port: loopback
+        return "127.0.0.1", _clikit.parse_count(text.strip())
+    return parse_hostport(text, listen=True)
+
+
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=_arg_type(_metrics_address, "[HOST:]PORT"),
+        metavar="[HOST:]PORT",
+        help="serve Prometheus text metrics at http://HOST:PORT/metrics; a bare PORT binds "
+        "127.0.0.1 (the endpoint has no authentication: keep it local)",
+    )
+
+
+async def _start_metrics(
+    args: argparse.Namespace, metrics: Callable[[], list[Metric]]
+) -> asyncio.Server | None:
+    """The metrics endpoint of ``--metrics``; raises ListenError naming the address."""
+    if args.metrics is None:
+        return None
+    host, port = args.metrics
+    try:
+        return await serve_metrics(host, port, lambda: render_metrics(metrics()))
+    except OSError as exc:
+        where = format_address((host or "", port))
+        raise ListenError(exc.errno, f"--metrics {where}: cannot listen: {exc.strerror}") from exc
+
+
+def _announce_metrics(server: asyncio.Server | None) -> None:
+    if server is not None:
+        for sock in server.sockets:
+            announce(f"metrics on http://{format_address(sock.getsockname())}/metrics")
+
+
+async def _stop_metrics(server: asyncio.Server | None) -> None:
+    if server is not None:
+        server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read options and services from this TOML file (see docs/TUNNEL.md); flags "
+        "given here override it; SIGHUP reloads its services",
+    )
     group = parser.add_argument_group("authentication and timeouts")
     group.add_argument(
         "--secret-file",
         metavar="PATH",
-        help=f"file holding the shared secret (default: the {SECRET_ENV} environment variable)",
+        help=f"file holding the shared secret (default: the {SECRET_ENV} environment "
+        "variable); refused when its group or others may access it",
+    )
+    group.add_argument(
+        "--insecure-secret-file",
+        action="store_true",
+        help="use --secret-file even when its group or others may access it (a warning)",
     )
     group.add_argument(
         "--auth-timeout",
@@ -207,10 +241,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--idle-timeout",
         type=_secs0,
-        default=0.0,
+        default=idle_default,
         metavar="SECONDS",
-        help="reset a tunneled connection after this long without data in either direction; "
-        "0 disables (default: %(default)g)",
+        help="reset a tunneled connection that moved fewer than --idle-min-bytes (both "
+        "directions together) in an interval of this many seconds: a quiet connection goes "
+        "between 1 and 2 intervals after it went quiet; 0 disables (default: %(default)g)",
+    )
+    group.add_argument(
+        "--idle-min-bytes",
+        type=_size,
+        default=1024 if idle_default else 1,
+        metavar="BYTES",
+        help="bytes a connection must move per --idle-timeout interval, so that a trickle "
+        "cannot keep it open (default: %(default)s)",
     )
     group.add_argument(
         "--keepalive",
@@ -228,20 +271,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish (default: %(default)g)",
     )
-    out = parser.add_argument_group("output")
-    out.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log more: -v every connection, -vv also mio protocol details",
-    )
-    out.add_argument(
-        "-q",
-        "--quiet",
-        action="count",
-        default=0,
-        help="log less: -q warnings and errors only, -qq errors only",
+    _clikit.add_logging_arguments(
+        parser,
+        title="output",
+        verbose_help="log more: -v every connection, -vv also mio protocol details",
     )
 
 
@@ -334,13 +367,58 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
     group.add_argument(
         "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default: in that file)"
     )
-    limits = relay.add_argument_group("limits")
+    limits = relay.add_argument_group("limits (connections over a limit are reset at once)")
     limits.add_argument(
         "--max-connections",
         type=_count,
         default=256,
         metavar="N",
         help="tunneled connections at once per agent; more are closed (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-port-connections",
+        type=_count,
+        default=1024,
+        metavar="N",
+        help="connections at once per public port (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-source-connections",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="public connections at once per source address, over all public ports "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-pending",
+        type=_count,
+        default=64,
+        metavar="N",
+        help="connections on --listen that are not authenticated yet (TLS handshake "
+        "included), at once (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-pending-per-source",
+        type=_count,
+        default=8,
+        metavar="N",
+        help="the same, per source address (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--auth-failures",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="failed authentications a source address may have per --auth-failure-window; "
+        "then its connections are refused until the window ends (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--auth-failure-window",
+        type=_secs,
+        default=60.0,
+        metavar="SECONDS",
+        help="see --auth-failures (default: %(default)g)",
     )
     limits.add_argument(
         "--open-timeout",
@@ -350,8 +428,10 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         help="how long the agent may take to connect to its service before the public "
         "connection is closed (default: %(default)g)",
     )
-    _add_common(relay)
-    relay.set_defaults(func=run_relay)
+    _add_metrics(relay)
+    _add_common(relay, idle_default=300.0)
+    relay.set_defaults(func=run_relay, _tunnel_parser=relay)
+    defer_defaults(relay)
 
     agent = subparsers.add_parser(
         "agent",
@@ -382,8 +462,10 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         "closed and the link stays up (default: %(default)g)",
     )
     _add_dialer(agent)
+    _add_metrics(agent)
     _add_common(agent)
-    agent.set_defaults(func=run_agent)
+    agent.set_defaults(func=run_agent, _tunnel_parser=agent)
+    defer_defaults(agent)
 
     forward = subparsers.add_parser(
         "forward",
@@ -419,7 +501,8 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
     )
     _add_dialer(forward)
     _add_common(forward)
-    forward.set_defaults(func=run_forward)
+    forward.set_defaults(func=run_forward, _tunnel_parser=forward)
+    defer_defaults(forward)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -463,30 +546,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------- commands
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = max(
-        logging.DEBUG, min(logging.CRITICAL, logging.INFO + 10 * (args.quiet - args.verbose))
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    quieter = level if args.verbose >= 2 else max(level, logging.INFO)
-    logging.getLogger("mio").setLevel(quieter)
-    logging.getLogger("asyncio").setLevel(quieter)
-    logging.getLogger("mio.tunnel").setLevel(level)
+    _clikit.setup_logging(args, "mio.tunnel")
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:  # pragma: no cover - only where signal handlers are missing
-        return 130
+    return _clikit.run_command(lambda _: asyncio.run(main()), None)
 
 
 def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
     """Raises ValueError/OSError/ssl.SSLError for unusable configuration."""
-    secret = load_secret(args.secret_file)
+    secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
     host, port = args.relay
     context = None
     if args.tls or args.tls_ca or args.tls_fingerprint:
@@ -518,24 +587,70 @@ def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) 
 
 
 def _config_error(exc: BaseException) -> int:
-    if isinstance(exc, OSError) and exc.strerror and getattr(exc, "filename", None):
-        log.error("%s: %s", exc.filename, exc.strerror)
-    else:
-        log.error("%s", exc)
-    return EXIT_USAGE
+    return _clikit.usage_error(exc, log)
+
+
+def _resolve(args: argparse.Namespace, command: str) -> argparse.Namespace:
+    """``args`` completed from ``--config`` (if any) and the defaults, services merged:
+    ``args.public`` (relay) or ``args.service`` (agent) lists, and for the relay
+    ``args.service_secrets``, name -> secret. Raises ValueError naming the culprit."""
+    args = copy.copy(args)
+    options: dict[str, Any] = {}
+    services: dict[str, dict[str, Any]] = {}
+    if args.config is not None:
+        options, services = load_config(args.config, command)
+    where = f"--config {args.config}"
+    if command in ("relay", "agent"):
+        key = "public" if command == "relay" else "local"
+        listed: dict[str, tuple[str, str | None, int]] = {}
+        for name, entry in services.items():
+            if key not in entry:
+                continue
+            try:
+                listed[name] = parse_named(f"{name}={entry[key]}", listen=command == "relay")
+            except ValueError as exc:
+                raise ConfigError(f"{where}: [services.{name}] {key}: {exc}") from None
+        flags = args.public if command == "relay" else args.service
+        for name, host, port in flags or ():
+            listed[name] = (name, host, port)
+        if command == "relay":
+            args.public = list(listed.values())
+        else:
+            args.service = list(listed.values()) or None
+    merge_config(args, args._tunnel_parser, options, args.config)
+    if command == "relay":
+        args.service_secrets = {
+            name: load_secret(entry["secret_file"], {}, allow_insecure=args.insecure_secret_file)
+            for name, entry in services.items()
+            if "secret_file" in entry
+        }
+    return args
+
+
+def _agent_services(args: argparse.Namespace) -> dict[str, tuple[str, int]]:
+    services: dict[str, tuple[str, int]] = {}
+    for name, host, port in args.service:
+        if name in services:
+            raise ValueError(f"--service {name} given twice")
+        services[name] = (host, port)
+    return services
 
 
 def run_relay(args: argparse.Namespace) -> int:
     """``relay``: see its ``--help``."""
     _setup_logging(args)
+    raw = args
     try:
-        secret = load_secret(args.secret_file)
+        args = _resolve(raw, "relay")
+        secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
         context, binding = None, b""
         if args.tls_cert:
             context = relay_context(args.tls_cert, args.tls_key)
             binding = certificate_digest(args.tls_cert)
         elif args.tls_key:
             raise ValueError("--tls-key needs --tls-cert")
+        if args.max_pending_per_source > args.max_pending:
+            raise ValueError("--max-pending-per-source must not be larger than --max-pending")
     except (ValueError, OSError) as exc:
         return _config_error(exc)
     if context is None:
@@ -552,7 +667,15 @@ def run_relay(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         open_timeout=args.open_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
         keepalive=args.keepalive or None,
+        max_pending=args.max_pending,
+        max_pending_per_source=args.max_pending_per_source,
+        max_port_connections=args.max_port_connections,
+        max_source_connections=args.max_source_connections,
+        auth_failures=args.auth_failures,
+        auth_failure_window=args.auth_failure_window,
+        service_secrets=args.service_secrets,
     )
 
     async def relay_main() -> int:
@@ -560,16 +683,37 @@ def run_relay(args: argparse.Namespace) -> int:
         remove = install_signal_handlers(stop, hurry, args.grace)
         relay = Relay(options)
         try:
-            if binding:
-                announce(f"relay tls-fingerprint {format_fingerprint(binding)}")
+            metrics = None
             try:
+                metrics = await _start_metrics(args, relay.metrics)
+                if binding:  # first line, but only once the relay can start at all
+                    relay.early_lines.append(f"relay tls-fingerprint {format_fingerprint(binding)}")
                 await relay.start()
             except OSError as exc:
-                log.error("cannot listen: %s", exc)
+                log.error("%s", exc if isinstance(exc, ListenError) else f"cannot listen: {exc}")
+                await _stop_metrics(metrics)
                 await relay.shutdown(0)
                 return EXIT_ERROR
-            await stop.wait()
+            _announce_metrics(metrics)
+
+            async def reload() -> None:
+                try:
+                    fresh = _resolve(raw, "relay")
+                except (ValueError, OSError) as exc:
+                    log.error("SIGHUP: configuration not reloaded: %s", exc)
+                    return
+                try:
+                    await relay.reload(fresh.public, fresh.service_secrets)
+                except OSError as exc:
+                    log.error("SIGHUP: configuration not reloaded: %s", exc)
+
+            unhook = on_sighup(reload)
+            try:
+                await stop.wait()
+            finally:
+                unhook()
             await relay.shutdown(args.grace, hurry)
+            await _stop_metrics(metrics)
             log.info("relay stopped")
             return EXIT_OK
         finally:
@@ -581,12 +725,11 @@ def run_relay(args: argparse.Namespace) -> int:
 def run_agent(args: argparse.Namespace) -> int:
     """``agent``: see its ``--help``."""
     _setup_logging(args)
+    raw = args
     services: dict[str, tuple[str, int]] = {}
     try:
-        for name, host, port in args.service:
-            if name in services:
-                raise ValueError(f"--service {name} given twice")
-            services[name] = (host, port)
+        args = _resolve(raw, "agent")
+        services = _agent_services(args)
         link = _link_options(args, "agent", list(services))
     except (ValueError, OSError, ssl.SSLError) as exc:
         return _config_error(exc)
@@ -595,18 +738,39 @@ def run_agent(args: argparse.Namespace) -> int:
         services=services,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
     )
 
     async def agent_main() -> int:
         stop, hurry = asyncio.Event(), asyncio.Event()
         remove = install_signal_handlers(stop, hurry, args.grace)
         agent = Agent(options)
+
+        async def reload() -> None:
+            try:
+                fresh = _resolve(raw, "agent")
+                targets = _agent_services(fresh)
+            except (ValueError, OSError) as exc:
+                log.error("SIGHUP: configuration not reloaded: %s", exc)
+                return
+            await agent.reload(targets)
+
+        try:
+            metrics = await _start_metrics(args, agent.metrics)
+        except ListenError as exc:
+            log.error("%s", exc)
+            remove()
+            return EXIT_ERROR
+        _announce_metrics(metrics)
+        unhook = on_sighup(reload)
         try:
             status = await agent.run(stop)
             await agent.shutdown(args.grace if status == EXIT_OK else 0, hurry)
             log.info("agent stopped")
             return status
         finally:
+            await _stop_metrics(metrics)
+            unhook()
             remove()
 
     return _run(agent_main)
@@ -616,6 +780,7 @@ def run_forward(args: argparse.Namespace) -> int:
     """``forward``: see its ``--help``."""
     _setup_logging(args)
     try:
+        args = _resolve(args, "forward")
         link = _link_options(args, "forward", ())
     except (ValueError, OSError, ssl.SSLError) as exc:
         return _config_error(exc)
@@ -627,6 +792,7 @@ def run_forward(args: argparse.Namespace) -> int:
         service=args.to,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout or None,
+        idle_min_bytes=args.idle_min_bytes,
     )
 
     async def forward_main() -> int:
@@ -637,7 +803,8 @@ def run_forward(args: argparse.Namespace) -> int:
             try:
                 await forwarder.start()
             except OSError as exc:
-                log.error("cannot listen: %s", exc)
+                where = format_address((args.listen[0] or "", args.listen[1]))
+                log.error("--listen %s: cannot listen: %s", where, exc.strerror or exc)
                 return EXIT_ERROR
             status = await forwarder.run(stop)
             await forwarder.shutdown(args.grace if status == EXIT_OK else 0, hurry)

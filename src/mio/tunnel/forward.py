@@ -37,6 +37,7 @@ class ForwardOptions:
     service: str
     connect_timeout: float = 20.0
     idle_timeout: float | None = None
+    idle_min_bytes: int = 1
 
 
 class Forwarder:
@@ -112,7 +113,10 @@ class Forwarder:
             return
         log.debug("%s -> %r: open", origin, opts.service)
         result = await pipe(
-            TcpEnd(reader, writer), StreamEnd(stream), idle_timeout=opts.idle_timeout
+            TcpEnd(reader, writer),
+            StreamEnd(stream),
+            idle_timeout=opts.idle_timeout,
+            idle_min_bytes=opts.idle_min_bytes,
         )
         log.debug(
             "%s -> %r: done, %d bytes out, %d in%s",

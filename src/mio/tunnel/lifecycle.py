@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-__all__ = ("announce", "Tracker", "install_signal_handlers")
+__all__ = ("announce", "Tracker", "install_signal_handlers", "on_sighup")
 
 log = logging.getLogger("mio.tunnel")
 
@@ -100,5 +100,48 @@ def install_signal_handlers(
         for sig in installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+    return remove
+
+
+def on_sighup(reload: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run ``reload()`` as a task on every SIGHUP (one at a time; a SIGHUP during a reload
+    runs it once more afterwards). Returns a function that removes the handler; where
+    there is no SIGHUP (Windows) nothing is installed."""
+    loop = asyncio.get_running_loop()
+    sighup = getattr(signal, "SIGHUP", None)
+    state: dict[str, Any] = {"task": None, "again": False}
+
+    def run() -> None:
+        task = loop.create_task(reload())
+        state["task"] = task
+        task.add_done_callback(done)
+
+    def done(_: object) -> None:
+        state["task"] = None
+        if state["again"]:
+            state["again"] = False
+            run()
+
+    def on_signal() -> None:
+        log.info("SIGHUP: reloading the configuration")
+        if state["task"] is not None:
+            state["again"] = True
+        else:
+            run()
+
+    if sighup is None:  # pragma: no cover - Windows
+        return lambda: None
+    try:
+        loop.add_signal_handler(sighup, on_signal)
+    except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+        return lambda: None
+
+    def remove() -> None:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sighup)
+        task = state["task"]
+        if task is not None:
+            task.cancel()
 
     return remove

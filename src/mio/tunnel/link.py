@@ -30,18 +30,21 @@ from .auth import (
     AuthError,
     AuthFailed,
     AuthTimeout,
+    Mismatch,
     dialer_handshake,
 )
 from .lifecycle import announce
 from .protocol import TunnelProtocolError
 from .tls import format_fingerprint, peer_certificate_digest
 
-__all__ = ("Backoff", "LinkOptions", "Link", "EXIT_AUTH")
+__all__ = ("Backoff", "LinkOptions", "Link", "EXIT_AUTH", "EXIT_CONFIG")
 
 log = logging.getLogger("mio.tunnel.link")
 
 #: Exit status of an agent or forwarder whose authentication failed.
 EXIT_AUTH = 3
+#: Exit status of an agent or forwarder configured for the wrong transport (TLS vs plain).
+EXIT_CONFIG = 2
 #: A session that stayed up this long resets the backoff to its initial delay.
 STABLE_AFTER = 10.0
 
@@ -154,6 +157,9 @@ class Link:
                 except AuthFailed as exc:
                     log.error("authentication with the relay %s failed: %s", opts.address, exc)
                     return EXIT_AUTH
+                except Mismatch as exc:
+                    log.error("%s (relay %s)", exc, opts.address)
+                    return EXIT_CONFIG
                 except ssl.SSLCertVerificationError as exc:
                     log.error(
                         "the relay %s has an untrusted TLS certificate: %s",
@@ -170,10 +176,11 @@ class Link:
                 ) as exc:
                     delay = backoff.next_delay()
                     log.warning(
-                        "cannot connect to the relay %s: %s; retrying in %.1f s",
+                        "cannot connect to the relay %s: %s; retrying in %.1f s (attempt %d)",
                         opts.address,
-                        _describe(exc),
+                        self._why(exc),
                         delay,
+                        backoff.failures,
                     )
                     await _sleep_unless(stop, delay)
                     continue
@@ -214,7 +221,9 @@ class Link:
 
     async def _connect(self) -> Session:
         opts = self.options
-        verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.auth_timeout  # one timer: connect, TLS, authentication
+        verdict: asyncio.Future[bool] = loop.create_future()
         handler = functools.partial(self._serve, verdict) if self._handler is not None else None
         kwargs: dict[str, Any] = {}
         if opts.ssl is not None:
@@ -262,7 +271,7 @@ class Link:
                 name=opts.name,
                 services=opts.services,
                 binding=binding,
-                timeout=opts.auth_timeout,
+                timeout=max(0.001, deadline - loop.time()),
             )
             control.close()
         except BaseException:
@@ -281,6 +290,17 @@ class Link:
                 welcome.keepalive,
             )
         return session
+
+    def _why(self, exc: BaseException) -> str:
+        cause = exc.__cause__
+        if self.options.ssl is not None and isinstance(exc, ConnectionError) and cause:
+            if isinstance(cause, ssl.SSLError):
+                return (
+                    "the relay does not speak TLS (its answer is no TLS record): drop "
+                    "--tls/--tls-ca/--tls-fingerprint, or give the relay --tls-cert"
+                )
+            return f"reset during the TLS handshake ({_describe(cause)})"
+        return _describe(exc)
 
     async def _serve(self, verdict: asyncio.Future[bool], stream: Stream) -> None:
         # Streams may arrive before this side has checked the relay's proof: wait for it.

@@ -8,6 +8,10 @@ An *end* is a TCP connection (:class:`TcpEnd`) or a mio stream (:class:`StreamEn
 * an error on either side (TCP reset, stream RST, session loss) or the idle timeout aborts
   both: the TCP connection is reset (RST) and the stream reset, so a truncated transfer never
   looks like a complete one;
+* the idle timeout ``T`` with a minimum of ``B`` bytes: the pipe checks every ``T`` seconds
+  and aborts when fewer than ``B`` bytes (both directions together) moved since the previous
+  check. A quiet connection is reset between ``T`` and ``2T`` after it went quiet, and a
+  trickle of fewer than ``B`` bytes per ``T`` cannot keep it alive;
 * when both directions ended cleanly, both ends are closed gracefully.
 """
 
@@ -132,20 +136,11 @@ class PipeResult:
     error: BaseException | None = None
 
 
-class _Activity:
-    __slots__ = ("last",)
-
-    def __init__(self, now: float) -> None:
-        self.last = now
-
-
-async def _copy(src: End, dst: End, activity: _Activity, result: PipeResult, forward: bool) -> None:
-    loop = asyncio.get_running_loop()
+async def _copy(src: End, dst: End, result: PipeResult, forward: bool) -> None:
     while True:
         data = await src.read()
         if not data:
             break
-        activity.last = loop.time()
         if forward:
             result.sent += len(data)
         else:
@@ -155,31 +150,38 @@ async def _copy(src: End, dst: End, activity: _Activity, result: PipeResult, for
     dst.write_eof()
 
 
-async def _watch(activity: _Activity, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
+async def _watch(result: PipeResult, timeout: float, min_bytes: int) -> None:
+    last = 0
     while True:
-        remaining = activity.last + timeout - loop.time()
-        if remaining <= 0:
-            raise IdleTimeout(f"no data in either direction for {timeout:g} s")
-        await asyncio.sleep(remaining)
+        await asyncio.sleep(timeout)
+        moved = result.sent + result.received
+        if moved - last < min_bytes:
+            if min_bytes <= 1:
+                raise IdleTimeout(f"no data in either direction for {timeout:g} s")
+            raise IdleTimeout(f"fewer than {min_bytes} bytes moved in {timeout:g} s")
+        last = moved
 
 
-async def pipe(a: End, b: End, *, idle_timeout: float | None = None) -> PipeResult:
+async def pipe(
+    a: End, b: End, *, idle_timeout: float | None = None, idle_min_bytes: int = 1
+) -> PipeResult:
     """Copy ``a -> b`` and ``b -> a`` until both directions ended or one failed.
+
+    With ``idle_timeout``, abort when fewer than ``idle_min_bytes`` moved in an interval of
+    ``idle_timeout`` seconds (see the module docstring).
 
     Never raises for connection errors: they abort both ends and are returned in
     :attr:`PipeResult.error`. Cancelling the pipe aborts both ends.
     """
     loop = asyncio.get_running_loop()
     result = PipeResult()
-    activity = _Activity(loop.time())
     copies = {
-        loop.create_task(_copy(a, b, activity, result, True)),
-        loop.create_task(_copy(b, a, activity, result, False)),
+        loop.create_task(_copy(a, b, result, True)),
+        loop.create_task(_copy(b, a, result, False)),
     }
     tasks = set(copies)
     if idle_timeout:
-        tasks.add(loop.create_task(_watch(activity, idle_timeout)))
+        tasks.add(loop.create_task(_watch(result, idle_timeout, max(1, idle_min_bytes))))
     pending = set(tasks)
     aborted = True
     try:

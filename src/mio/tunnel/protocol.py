@@ -1,7 +1,9 @@
 """The tunnel's messages on mio streams.
 
 Every message is a 2-octet big-endian length followed by that many octets of a UTF-8 JSON
-object with a string ``"type"``; at most :data:`MAX_MESSAGE_SIZE` octets. After the header
+object with a string ``"type"``; at most :data:`MAX_MESSAGE_SIZE` octets and
+:data:`MAX_DEPTH` levels of nesting (checked before parsing, so a hostile peer cannot make
+the parser recurse). After the header
 exchange of a data stream, the stream carries the tunneled bytes, raw.
 
 Control stream (the first stream, opened by the agent or forwarder), see :mod:`.auth`::
@@ -30,12 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 from typing import Any, Protocol
 
 __all__ = (
     "VERSION",
     "MAX_MESSAGE_SIZE",
+    "MAX_DEPTH",
     "TunnelProtocolError",
     "MessageStream",
     "read_message",
@@ -49,6 +53,8 @@ __all__ = (
 VERSION = 1
 #: Largest encoded message body accepted or sent.
 MAX_MESSAGE_SIZE = 16 * 1024
+#: Deepest nesting of arrays and objects accepted (the messages need 2).
+MAX_DEPTH = 4
 
 _LENGTH = struct.Struct(">H")
 
@@ -79,8 +85,15 @@ async def read_message(stream: MessageStream, *expected: str) -> dict[str, Any]:
     except asyncio.IncompleteReadError:
         raise TunnelProtocolError("stream ended before a complete message") from None
     try:
-        message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TunnelProtocolError("message is not UTF-8 JSON") from None
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise TunnelProtocolError(f"message nests deeper than {MAX_DEPTH} levels")
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
         raise TunnelProtocolError("message is not UTF-8 JSON") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise TunnelProtocolError("message is not an object with a string 'type'")
@@ -89,6 +102,22 @@ async def read_message(stream: MessageStream, *expected: str) -> dict[str, Any]:
             f"expected a {' or '.join(expected)} message, got {message['type']!r}"
         )
     return message
+
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets in strings skipped),
+    found without recursion; malformed text gets some number (the parser rejects it)."""
+    depth = deepest = 0
+    for token in _STRING_OR_BRACKET.findall(text):
+        if token == "[" or token == "{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token == "]" or token == "}":
+            depth -= 1
+    return deepest
 
 
 def write_message(stream: MessageStream, message: dict[str, Any]) -> None:

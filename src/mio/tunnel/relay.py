@@ -15,23 +15,38 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..api import Server, serve
+from ..budget import MemoryBudget
 from ..config import Config
 from ..errors import MioError
 from ..session import Session
 from ..stream import Stream
 from ..wire import ErrorCode
-from .addr import format_address
-from .auth import AuthError, AuthFailed, relay_handshake
+from .addr import format_address, validate_name
+from .admission import (
+    BACKLOG,
+    NOT_TLS_ANSWER,
+    TLS_HANDSHAKE,
+    TLS_REQUIRED,
+    ListenError,
+    listen,
+    peek,
+    reset,
+    tell_tls_required,
+)
+from .auth import MAX_SERVICES, AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
-from .pipe import StreamEnd, TcpEnd, close_writer, pipe
+from .limits import Counter, FailureLimiter, SummaryLog
+from .metrics import Metric
+from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
+from .registry import Registry
 
-__all__ = ("RelayOptions", "Relay", "OpenError")
+__all__ = ("RelayOptions", "Relay", "OpenError", "ListenError", "TLS_REQUIRED")
 
 log = logging.getLogger("mio.tunnel.relay")
 
@@ -49,8 +64,16 @@ class RelayOptions:
     auth_timeout: float = 10.0
     max_connections: int = 256
     open_timeout: float = 15.0
-    idle_timeout: float | None = None
+    idle_timeout: float | None = 300.0
+    idle_min_bytes: int = 1024
     keepalive: float | None = 15.0
+    max_pending: int = 64
+    max_pending_per_source: int = 8
+    max_port_connections: int | None = 1024
+    max_source_connections: int | None = 64
+    auth_failures: int = 5
+    auth_failure_window: float = 60.0
+    service_secrets: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 class OpenError(Exception):
@@ -64,14 +87,15 @@ class OpenError(Exception):
 class _Peer:
     """A session on the agent listener: an agent or forwarder, authenticated or not."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, address: str | None = None) -> None:
         self.session = session
-        self._address: str | None = None
+        self._address = address
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.control_seen = False
         self.role = ""
         self.name = ""
         self.services: tuple[str, ...] = ()
+        self.hello: Hello | None = None
         self.active = 0
 
     @property
@@ -91,68 +115,406 @@ class _Peer:
 
 
 class Relay:
-    """See the module docstring. ``await start()``, later ``await shutdown(grace)``."""
+    """See the module docstring. ``await start()``, later ``await shutdown(grace)``.
+
+    Admission (agent listener): at most ``max_pending`` connections (``max_pending_per_source``
+    per source address) between accept and authentication, all of it -- TLS handshake
+    included -- within one ``auth_timeout``; a source address with ``auth_failures`` failed
+    authentications is refused for the rest of its ``auth_failure_window``. Public ports: at
+    most ``max_port_connections`` per port and ``max_source_connections`` per source
+    address (over all public ports), each reset when fewer than ``idle_min_bytes`` moved in
+    an ``idle_timeout`` interval. Connections over a limit are reset at once.
+    """
 
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
-        self._server: Server | None = None
-        self._publics: list[asyncio.AbstractServer] = []
+        config = Config()
+        if options.keepalive:
+            config = Config(
+                keepalive_interval=options.keepalive, idle_timeout=3 * options.keepalive
+            )
+        self._config = config
+        self._budget = MemoryBudget()
+        self._listeners: list[asyncio.Server] = []
+        self._accept_socks: list[socket.socket] = []
+        self._accept_tasks: set[asyncio.Task[None]] = set()
+        self._admitting: set[asyncio.Task[None]] = set()
+        self._publics: list[asyncio.Server] = []
+        self._public_ports: dict[str, asyncio.Server] = {}
         self._peers: dict[Session, _Peer] = {}
-        self._services: dict[str, _Peer] = {}
+        self._services: Registry[_Peer] = Registry()
         self._tracker = Tracker()
         self._stopping = False
+        #: Readiness lines printed first by :meth:`start`, once everything is bound.
+        self.early_lines: list[str] = []
+        self._pending = 0
+        self._pending_sources = Counter(options.max_pending_per_source)
+        self._port_counts = Counter(options.max_port_connections)
+        self._source_counts = Counter(options.max_source_connections)
+        self._failures = FailureLimiter(options.auth_failures, options.auth_failure_window)
+        self._auth_log = SummaryLog(
+            log,
+            "%s: authentication failed: %s",
+            "%d more failed authentications in the last %g s",
+        )
+        self._refusal_log = SummaryLog(
+            log, "refused a connection from %s: %s", "refused %d more connections in the last %g s"
+        )
+        #: Counters (see :meth:`stats`).
+        self.counts: dict[str, int] = dict.fromkeys(
+            (
+                "connections_total",
+                "bytes_in",
+                "bytes_out",
+                "auth_failures",
+                "refused_pending",
+                "refused_auth_rate",
+                "refused_port_limit",
+                "refused_source_limit",
+                "refused_agent_limit",
+                "refused_no_agent",
+            ),
+            0,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Listen for agents and on every public port; print the readiness lines."""
+        """Bind the agent listener and every public port, then print the readiness lines
+        (none if a bind fails: :class:`ListenError` names the address)."""
         opts = self.options
-        config = Config()
-        if opts.keepalive:
-            config = Config(keepalive_interval=opts.keepalive, idle_timeout=3 * opts.keepalive)
-        kwargs: dict[str, Any] = {}
-        if opts.ssl is not None:
-            kwargs["ssl_handshake_timeout"] = opts.auth_timeout
-        self._server = await serve(
-            self._on_stream,
+        loop = asyncio.get_running_loop()
+        lines = list(self.early_lines)
+        listener = await listen(
+            "--listen",
             opts.host,
             opts.port,
-            ssl=opts.ssl,
-            config=config,
-            session_handler=self._on_session,
-            **kwargs,
+            lambda: loop.create_server(asyncio.Protocol, opts.host, opts.port, start_serving=False),
         )
-        for sock in self._server.sockets:
-            announce(f"relay listening on {format_address(sock.getsockname())}")
+        self._listeners.append(listener)
+        for sock in listener.sockets:
+            lines.append(f"relay listening on {format_address(sock.getsockname())}")
         for name, host, port in opts.publics:
-            server = await asyncio.start_server(
-                functools.partial(self._on_public, name), host, port
+            server = await listen(
+                f"--public {name}",
+                host,
+                port,
+                lambda name=name, host=host, port=port: asyncio.start_server(  # type: ignore[misc]
+                    functools.partial(self._on_public, name), host, port
+                ),
             )
             self._publics.append(server)
+            self._public_ports[name] = server
             for sock in server.sockets:
-                announce(f"public {name} on {format_address(sock.getsockname())}")
+                lines.append(f"public {name} on {format_address(sock.getsockname())}")
+        for sock in listener.sockets:
+            dup = sock.dup()
+            dup.setblocking(False)
+            dup.listen(BACKLOG)  # start_serving=False: asyncio has not called listen()
+            self._accept_socks.append(dup)
+            task = loop.create_task(self._accept_loop(dup))
+            self._accept_tasks.add(task)
+        for line in lines:
+            announce(line)
+
+    def port(self, public: str | None = None) -> int:
+        """The port agents connect to, or with ``public`` that of the public port of that
+        service (after :meth:`start`; handy with port 0)."""
+        server = self._listeners[0] if public is None else self._public_ports[public]
+        return int(server.sockets[0].getsockname()[1])
 
     @property
     def connections(self) -> int:
         """Tunneled connections being served."""
         return len(self._tracker)
 
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges: ``agents``, ``forwarders``, ``services``, ``pending``
+        (connections not yet authenticated), ``active`` (tunneled connections) and
+        :attr:`counts`."""
+        peers = [p for p in self._peers.values() if p.ready.done() and p.ready.result()]
+        return {
+            "agents": sum(1 for p in peers if p.role == "agent"),
+            "forwarders": sum(1 for p in peers if p.role == "forward"),
+            "services": len(self._services),
+            "pending": self._pending,
+            "active": len(self._tracker),
+            **self.counts,
+        }
+
+    def metrics(self) -> list[Metric]:
+        """The relay's state and counters for :func:`.metrics.render` (``--metrics``)."""
+        stats = self.stats()
+        c = self.counts
+        per_service: dict[tuple[tuple[str, str], ...], float] = {
+            (("service", name),): float(len(peers)) for name, peers in self._services.items()
+        }
+        refusals: dict[tuple[tuple[str, str], ...], float] = {
+            (("reason", key[len("refused_") :]),): float(value)
+            for key, value in c.items()
+            if key.startswith("refused_")
+        }
+        return [
+            (
+                "mio_tunnel_agents",
+                "gauge",
+                "Authenticated agents connected.",
+                {(): stats["agents"]},
+            ),
+            (
+                "mio_tunnel_forwarders",
+                "gauge",
+                "Authenticated forwarders connected.",
+                {(): stats["forwarders"]},
+            ),
+            (
+                "mio_tunnel_services",
+                "gauge",
+                "Service names served by at least one agent.",
+                {(): stats["services"]},
+            ),
+            ("mio_tunnel_service_agents", "gauge", "Agents serving each service.", per_service),
+            (
+                "mio_tunnel_pending",
+                "gauge",
+                "Connections on --listen not yet authenticated.",
+                {(): stats["pending"]},
+            ),
+            (
+                "mio_tunnel_connections_active",
+                "gauge",
+                "Tunneled connections open now.",
+                {(): stats["active"]},
+            ),
+            (
+                "mio_tunnel_connections_total",
+                "counter",
+                "Tunneled connections opened.",
+                {(): c["connections_total"]},
+            ),
+            (
+                "mio_tunnel_bytes_total",
+                "counter",
+                "Bytes carried by tunneled connections that ended (in: towards the services).",
+                {(("direction", "in"),): c["bytes_in"], (("direction", "out"),): c["bytes_out"]},
+            ),
+            (
+                "mio_tunnel_auth_failures_total",
+                "counter",
+                "Failed authentications.",
+                {(): c["auth_failures"]},
+            ),
+            ("mio_tunnel_refused_total", "counter", "Connections refused, by reason.", refusals),
+        ]
+
+    def _stop_accepting(self) -> None:
+        for task in self._accept_tasks:
+            task.cancel()
+        for sock in self._accept_socks:
+            sock.close()
+        self._accept_socks.clear()
+        for server in self._listeners:
+            server.close()
+        for server in self._publics:
+            server.close()
+
     async def shutdown(self, grace: float, hurry: asyncio.Event | None = None) -> None:
         """Stop accepting, let tunneled connections finish for up to ``grace`` seconds,
         reset the rest, then close every session with FIN."""
         self._stopping = True
-        for server in self._publics:
-            server.close()
+        self._stop_accepting()
+        await asyncio.gather(*self._accept_tasks, return_exceptions=True)
         if len(self._tracker):
             log.info("waiting up to %g s for %d connections", grace, len(self._tracker))
         cancelled = await self._tracker.drain(grace, hurry)
         if cancelled:
             log.warning("reset %d connections still open after the grace period", cancelled)
-        if self._server is not None:
-            self._server.close(ErrorCode.NO_ERROR)
-            await self._server.wait_closed()
-        for server in self._publics:
+        for session in list(self._peers):
+            session.close(ErrorCode.NO_ERROR)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(s.wait_closed() for s in list(self._peers))), 5.0
+            )
+        for task in list(self._admitting):
+            task.cancel()
+        await asyncio.gather(*self._admitting, return_exceptions=True)
+        self._auth_log.close()
+        self._refusal_log.close()
+        for server in (*self._listeners, *self._publics):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    # ------------------------------------------------------------------ admission
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(sock)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as exc:  # EMFILE and friends: pause instead of spinning
+                if sock.fileno() < 0:
+                    return
+                self._refusal_log.hit("the listener", f"accept() failed: {exc}")
+                await asyncio.sleep(0.5)
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._admit(conn, address))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
+
+    def _refuse(self, sock: socket.socket, origin: str, counter: str, why: str) -> None:
+        self.counts[counter] += 1
+        self._refusal_log.hit(origin, why)
+        reset(sock)
+
+    async def _admit(self, sock: socket.socket, address: Any) -> None:
+        """Accepted on the agent listener: limits, TLS, authentication, then serve the
+        session until it closes. One deadline covers everything up to authentication."""
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.auth_timeout
+        origin = format_address(address)
+        source = str(address[0]) if isinstance(address, tuple) else origin
+        if self._stopping:
+            reset(sock)
+            return
+        if self._failures.blocked(source):
+            self._refuse(sock, origin, "refused_auth_rate", "too many failed authentications")
+            return
+        if self._pending >= opts.max_pending:
+            self._refuse(
+                sock, origin, "refused_pending", f"{opts.max_pending} connections authenticating"
+            )
+            return
+        if not self._pending_sources.acquire(source):
+            self._refuse(
+                sock,
+                origin,
+                "refused_pending",
+                f"{opts.max_pending_per_source} connections of {source} authenticating",
+            )
+            return
+        self._pending += 1
+        pending = True
+        session: Session | None = None
+        try:
+            session = await self._open_session(sock, origin, deadline)
+            if session is None:
+                return
+            peer = self._peers[session]
+            closed = loop.create_task(session.wait_closed())
+            try:
+                waiting: set[asyncio.Future[Any]] = {peer.ready, closed}
+                await asyncio.wait(
+                    waiting,
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not peer.ready.done():
+                    if closed.done():
+                        log.debug("%s: disconnected before authenticating", peer)
+                    else:
+                        log.warning(
+                            "%s: no authentication within %g s: dropping it",
+                            peer,
+                            opts.auth_timeout,
+                        )
+                    session.close(ErrorCode.REFUSED)
+                    return
+                if not peer.ready.result():
+                    session.close(ErrorCode.REFUSED)
+                    return
+                self._pending -= 1
+                self._pending_sources.release(source)
+                pending = False
+                await closed
+                log.info("%s: disconnected (%s)", peer, session.close_error)
+            finally:
+                closed.cancel()
+        except asyncio.CancelledError:
+            if session is not None:
+                session.close(ErrorCode.NO_ERROR)
+            else:
+                reset(sock)
+        finally:
+            if pending:
+                self._pending -= 1
+                self._pending_sources.release(source)
+            if session is not None:
+                self._unregister(self._peer(session))
+
+    async def _open_session(
+        self, sock: socket.socket, origin: str, deadline: float
+    ) -> Session | None:
+        """The mio session on an accepted socket, TLS (if configured) done before
+        ``deadline``; None when the peer went away, timed out or speaks the wrong protocol."""
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        try:
+            first = await peek(sock, max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
+            reset(sock)
+            return None
+        if not first:
+            log.debug("%s: disconnected before authenticating", origin)
+            sock.close()
+            return None
+        speaks_tls = first[0] == TLS_HANDSHAKE
+        if speaks_tls and opts.ssl is None:
+            log.warning(
+                "%s speaks TLS but this relay is plain TCP: give the relay --tls-cert and "
+                "--tls-key, or drop --tls/--tls-ca/--tls-fingerprint on that peer",
+                origin,
+            )
+            # Not a TLS record: the peer's TLS library reports a protocol error at once
+            # (rather than a reset, which the relay's limits also cause).
+            with contextlib.suppress(OSError):
+                sock.send(NOT_TLS_ANSWER)
+            sock.close()
+            return None
+        if opts.ssl is not None and not speaks_tls:
+            log.warning(
+                "%s speaks plain TCP but this relay speaks TLS: give that peer --tls-ca or "
+                "--tls-fingerprint",
+                origin,
+            )
+            await tell_tls_required(sock, self._config, deadline)
+            return None
+
+        made: list[Session] = []
+
+        def factory() -> Session:
+            session = Session(
+                client=False, config=self._config, handler=self._on_stream, budget=self._budget
+            )
+            self._peers[session] = _Peer(session, origin)
+            made.append(session)
+            return session
+
+        remaining = max(0.001, deadline - loop.time())
+        kwargs: dict[str, Any] = {}
+        if opts.ssl is not None:
+            kwargs = {"ssl": opts.ssl, "ssl_handshake_timeout": remaining}
+        connected = False
+        try:
+            _, session = await asyncio.wait_for(
+                loop.connect_accepted_socket(factory, sock, **kwargs), remaining
+            )
+            connected = True
+        except asyncio.TimeoutError:
+            log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
+            reset(sock)
+            return None
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("%s: TLS handshake failed: %s", origin, exc)
+            reset(sock)
+            return None
+        finally:
+            if not connected:  # the session never got its transport: forget it
+                for unborn in made:
+                    self._peers.pop(unborn, None)
+        return session
 
     # ------------------------------------------------------------------ agent sessions
     def _peer(self, session: Session) -> _Peer:
@@ -161,30 +523,6 @@ class Relay:
             peer = self._peers[session] = _Peer(session)
         return peer
 
-    async def _on_session(self, session: Session) -> None:
-        peer = self._peer(session)
-        loop = asyncio.get_running_loop()
-        closed = loop.create_task(session.wait_closed())
-        try:
-            timeout = self.options.auth_timeout
-            waiting: set[asyncio.Future[Any]] = {peer.ready, closed}
-            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if not peer.ready.done():
-                if closed.done():
-                    log.debug("%s: disconnected before authenticating", peer)
-                else:
-                    log.warning("%s: no authentication within %g s: dropping it", peer, timeout)
-                session.close(ErrorCode.REFUSED)
-                return
-            if not peer.ready.result():
-                session.close(ErrorCode.REFUSED)
-                return
-            await closed
-            log.info("%s: disconnected (%s)", peer, session.close_error)
-        finally:
-            closed.cancel()
-            self._unregister(peer)
-
     async def _on_stream(self, stream: Stream) -> None:
         peer = self._peer(stream.session)
         if not peer.control_seen:
@@ -192,12 +530,23 @@ class Relay:
             log.debug("%s: connected, authenticating", peer)
             await self._authenticate(peer, stream)
             return
-        if not (peer.ready.done() and peer.ready.result()) or peer.role != "forward":
+        if not (peer.ready.done() and peer.ready.result()):
             log.debug("%s: refusing a stream it may not open", peer)
             stream.reset(ErrorCode.REFUSED)
             return
+        if peer.role == "agent":
+            await self._serve_register(peer, stream)
+            return
         with self._tracker.track():
             await self._serve_forwarder(peer, stream)
+
+    def _auth_failed(self, peer: _Peer, why: object) -> None:
+        self.counts["auth_failures"] += 1
+        address = peer.address
+        self._failures.failed(address.rpartition(":")[0].strip("[]") or address)
+        self._auth_log.hit(peer, why)
+        if not peer.ready.done():
+            peer.ready.set_result(False)
 
     async def _authenticate(self, peer: _Peer, stream: Stream) -> None:
         opts = self.options
@@ -208,48 +557,165 @@ class Relay:
                 binding=opts.binding,
                 keepalive=opts.keepalive,
                 available=lambda: not self._stopping,
+                service_secrets=opts.service_secrets,
             )
         except AuthFailed as exc:
-            log.warning("%s: authentication failed: %s", peer, exc)
-            peer.ready.set_result(False)
+            self._auth_failed(peer, exc)
             return
-        except (AuthError, TunnelProtocolError, MioError) as exc:
+        except TunnelProtocolError as exc:
+            self._auth_failed(peer, f"bad handshake: {exc}")
+            return
+        except (AuthError, MioError) as exc:
             log.warning("%s: handshake failed: %s", peer, exc)
             peer.ready.set_result(False)
             return
-        if peer.session.is_closed:  # timed out meanwhile
+        if peer.session.is_closed or peer.ready.done():  # timed out meanwhile
             return
-        peer.role, peer.name, peer.services = hello.role, hello.name, hello.services
-        for name in hello.services:
-            previous = self._services.get(name)
-            if previous is not None and previous is not peer:
-                log.warning("%s: takes service %r over from %s", peer, name, previous)
-            self._services[name] = peer
+        peer.role, peer.name, peer.hello = hello.role, hello.name, hello
+        self._register(peer, hello.services)
         if hello.role == "agent":
             log.info("%s: authenticated, services: %s", peer, ", ".join(hello.services) or "none")
         else:
             log.info("%s: authenticated", peer)
         peer.ready.set_result(True)
 
+    def _register(self, peer: _Peer, services: Sequence[str]) -> None:
+        """Make ``peer`` serve exactly ``services`` (replacing what it served before)."""
+        for name in set(peer.services) - set(services):
+            self._leave(peer, name)
+        for name in services:
+            if name in peer.services:
+                continue
+            others = self._services.join(peer, name)
+            if others:
+                log.info("%s: joins %d other agent(s) serving %r", peer, others, name)
+        peer.services = tuple(services)
+
+    def _leave(self, peer: _Peer, name: str) -> None:
+        left = self._services.leave(peer, name)
+        if left:
+            log.info("%s: left; %d agent(s) still serve %r", peer, left, name)
+
+    async def _serve_register(self, peer: _Peer, stream: Stream) -> None:
+        """An authenticated agent changes the names it serves (after its SIGHUP)."""
+        try:
+            request = await asyncio.wait_for(
+                read_message(stream, "register"), self.options.open_timeout
+            )
+            raw = request.get("services")
+            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+                raise TunnelProtocolError("field 'services' must be a list of names")
+            if len(raw) > MAX_SERVICES:
+                raise TunnelProtocolError(f"more than {MAX_SERVICES} services")
+            try:
+                names = [validate_name(x) for x in raw]
+            except ValueError as exc:
+                raise TunnelProtocolError(str(exc)) from None
+        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+            log.warning("%s: bad register request: %s", peer, exc or "timed out")
+            stream.reset(ErrorCode.PROTOCOL_ERROR)
+            return
+        assert peer.hello is not None
+        refused = [n for n in names if not peer.hello.may_use(n)]
+        if refused:
+            log.warning("%s: may not serve %r with its secret", peer, refused[0])
+            write_message(
+                stream, error_message("auth", f"this secret does not cover {refused[0]!r}")
+            )
+            stream.close()
+            return
+        self._register(peer, names)
+        log.info("%s: now serves %s", peer, ", ".join(names) or "nothing")
+        write_message(stream, {"type": "registered", "services": names})
+        stream.close()
+
+    async def reload(
+        self,
+        publics: Sequence[tuple[str, str | None, int]],
+        service_secrets: Mapping[str, bytes],
+    ) -> None:
+        """Apply a new set of public ports and per-service secrets (SIGHUP).
+
+        New and moved ports are bound first (on a failure nothing changes and
+        :class:`ListenError` is raised); then the ports of removed or moved services stop
+        listening. No connection is dropped: those of a removed service end on their own.
+        Secrets apply to authentications from now on.
+        """
+        old = {name: (host, port) for name, host, port in self.options.publics}
+        new = {name: (host, port) for name, host, port in publics}
+        started: dict[str, asyncio.Server] = {}
+        try:
+            for name, (host, port) in new.items():
+                if old.get(name) == (host, port):
+                    continue
+                started[name] = await listen(
+                    f"--public {name}",
+                    host,
+                    port,
+                    functools.partial(
+                        asyncio.start_server, functools.partial(self._on_public, name), host, port
+                    ),
+                )
+        except OSError:
+            for server in started.values():
+                server.close()
+            raise
+        for name in old:
+            if name not in new or name in started:
+                server = self._public_ports.pop(name)
+                server.close()
+                self._publics.remove(server)
+                log.info("public %s: no longer listening", name)
+        for name, server in started.items():
+            self._public_ports[name] = server
+            self._publics.append(server)
+            for sock in server.sockets:
+                announce(f"public {name} on {format_address(sock.getsockname())}")
+        self.options = dataclasses.replace(
+            self.options, publics=list(publics), service_secrets=dict(service_secrets)
+        )
+        log.info(
+            "configuration reloaded: public %s; own secrets for %s",
+            ", ".join(new) or "none",
+            ", ".join(service_secrets) or "none",
+        )
+
     def _unregister(self, peer: _Peer) -> None:
         self._peers.pop(peer.session, None)
         for name in peer.services:
-            if self._services.get(name) is peer:
-                del self._services[name]
+            self._leave(peer, name)
 
     # ------------------------------------------------------------------ tunnels
+    def _pick(self, name: str) -> _Peer:
+        """The next live agent serving ``name`` (round-robin), skipping those at their
+        connection limit."""
+        limit = self.options.max_connections
+        peer, serving = self._services.pick(
+            name, lambda p: not p.session.is_closed, lambda p: p.active < limit
+        )
+        if peer is not None:
+            return peer
+        if not serving:
+            self.counts["refused_no_agent"] += 1
+            raise OpenError("unknown-service", f"no agent serves {name!r}")
+        self.counts["refused_agent_limit"] += 1
+        if len(serving) == 1:
+            raise OpenError(
+                "limit",
+                f"{serving[0]} is at its limit of {self.options.max_connections} connections",
+            )
+        raise OpenError(
+            "limit",
+            f"all {len(serving)} agents serving {name!r} are at their limit of "
+            f"{self.options.max_connections} connections",
+        )
+
     @contextlib.contextmanager
     def _slot(self, name: str) -> Iterator[_Peer]:
-        """The agent serving ``name``, counting one more connection against its limit."""
+        """An agent serving ``name``, counting one more connection against its limit."""
         if self._stopping:
             raise OpenError("unavailable", "the relay is shutting down")
-        peer = self._services.get(name)
-        if peer is None or peer.session.is_closed:
-            raise OpenError("unknown-service", f"no agent serves {name!r}")
-        if peer.active >= self.options.max_connections:
-            raise OpenError(
-                "limit", f"{peer} is at its limit of {self.options.max_connections} connections"
-            )
+        peer = self._pick(name)
         peer.active += 1
         try:
             yield peer
@@ -283,20 +749,54 @@ class Relay:
             )
         return stream
 
+    def _count(self, result: PipeResult) -> None:
+        self.counts["bytes_in"] += result.sent
+        self.counts["bytes_out"] += result.received
+
     async def _on_public(
         self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        origin = format_address(writer.get_extra_info("peername"))
+        peername = writer.get_extra_info("peername")
+        origin = format_address(peername)
+        source = str(peername[0]) if isinstance(peername, tuple) else origin
+        opts = self.options
+        if not self._port_counts.acquire(name):
+            self.counts["refused_port_limit"] += 1
+            self._refusal_log.hit(
+                origin, f"public {name} has {opts.max_port_connections} connections"
+            )
+            TcpEnd(reader, writer).abort()
+            return
+        if not self._source_counts.acquire(source):
+            self._port_counts.release(name)
+            self.counts["refused_source_limit"] += 1
+            self._refusal_log.hit(
+                origin, f"{source} has {opts.max_source_connections} public connections"
+            )
+            TcpEnd(reader, writer).abort()
+            return
+        try:
+            await self._serve_public(name, origin, reader, writer)
+        finally:
+            self._port_counts.release(name)
+            self._source_counts.release(source)
+
+    async def _serve_public(
+        self, name: str, origin: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         with self._tracker.track():
             try:
                 with self._slot(name) as peer:
                     stream = await self._open(peer, name, origin)
+                    self.counts["connections_total"] += 1
                     log.debug("%s -> %s %r: open", origin, peer, name)
                     result = await pipe(
                         TcpEnd(reader, writer),
                         StreamEnd(stream),
                         idle_timeout=self.options.idle_timeout,
+                        idle_min_bytes=self.options.idle_min_bytes,
                     )
+                    self._count(result)
                     log.debug(
                         "%s -> %r: done, %d bytes in, %d out%s",
                         origin,
@@ -328,16 +828,23 @@ class Relay:
             stream.reset(ErrorCode.PROTOCOL_ERROR)
             return
         origin = f"forward {forwarder.name!r} ({forwarder.address})"
+        if forwarder.hello is not None and not forwarder.hello.may_use(name):
+            log.warning("%s: may not reach %r with its secret", origin, name)
+            write_message(stream, error_message("auth", f"this secret does not cover {name!r}"))
+            return
         try:
             with self._slot(name) as peer:
                 upstream = await self._open(peer, name, origin)
                 write_message(stream, {"type": "opened"})
+                self.counts["connections_total"] += 1
                 log.debug("%s -> %s %r: open", origin, peer, name)
                 result = await pipe(
                     StreamEnd(stream),
                     StreamEnd(upstream),
                     idle_timeout=self.options.idle_timeout,
+                    idle_min_bytes=self.options.idle_min_bytes,
                 )
+                self._count(result)
                 log.debug(
                     "%s -> %r: done, %d bytes in, %d out",
                     origin,

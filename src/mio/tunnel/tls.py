@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 __all__ = (
+    "read_file",
     "relay_context",
     "dialer_context",
     "certificate_digest",
@@ -19,21 +20,51 @@ __all__ = (
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s*.+?\s*-----END CERTIFICATE-----", re.DOTALL)
 
 
+def read_file(option: str, path: str) -> bytes:
+    """The contents of ``path``; a :class:`ValueError` naming ``option`` and the file if
+    it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot read it: {exc.strerror or exc}") from None
+
+
 def certificate_digest(cert_file: str) -> bytes:
     """SHA-256 of the first (leaf) certificate of a PEM file, in DER form."""
-    with open(cert_file, "rb") as f:
-        match = _PEM_CERT.search(f.read())
+    match = _PEM_CERT.search(read_file("--tls-cert", cert_file))
     if match is None:
-        raise ValueError(f"no PEM certificate in {cert_file}")
+        raise ValueError(f"--tls-cert {cert_file}: no PEM certificate in it")
     der = ssl.PEM_cert_to_DER_cert(match.group(0).decode("ascii"))
     return hashlib.sha256(der).digest()
 
 
 def relay_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
-    """Server context of the relay (TLS 1.2 or newer)."""
+    """Server context of the relay (TLS 1.2 or newer).
+
+    Raises :class:`ValueError` naming the option and file that is missing, unreadable or
+    not what it should be.
+    """
+    cert = read_file("--tls-cert", cert_file)
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise ValueError(f"--tls-cert {cert_file}: no PEM certificate in it")
+    if key_file is None:
+        if b"PRIVATE KEY-----" not in cert:
+            raise ValueError(
+                f"--tls-cert {cert_file} holds no private key: give its key with --tls-key FILE"
+            )
+    elif b"PRIVATE KEY-----" not in read_file("--tls-key", key_file):
+        raise ValueError(f"--tls-key {key_file}: no PEM private key in it")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        where = f"--tls-cert {cert_file}" + (f" with --tls-key {key_file}" if key_file else "")
+        raise ValueError(
+            f"{where}: not a usable certificate and private key "
+            f"({exc.reason or exc}; do they belong together?)"
+        ) from None
     return ctx
 
 
@@ -45,7 +76,14 @@ def dialer_context(ca_file: str | None, pinned: bytes | None) -> ssl.SSLContext:
     handshake, see :func:`peer_certificate_digest`); with neither, the system's trust store.
     """
     if ca_file is not None:
-        ctx = ssl.create_default_context(cafile=ca_file)
+        if b"-----BEGIN CERTIFICATE-----" not in read_file("--tls-ca", ca_file):
+            raise ValueError(f"--tls-ca {ca_file}: no PEM certificate in it")
+        try:
+            ctx = ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"--tls-ca {ca_file}: not a PEM CA file ({exc.reason or exc})"
+            ) from None
     elif pinned is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
