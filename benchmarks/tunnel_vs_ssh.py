@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -216,16 +217,20 @@ class SshR(System):
 
 
 class MioTunnel(System):
-    def __init__(self, work: Path, tls: bool) -> None:
+    def __init__(self, work: Path, tls: bool, loop: str = "asyncio") -> None:
         super().__init__(work)
         self.tls = tls
-        self.name = "mio tunnel TLS" if tls else "mio tunnel plain"
+        self.loop = loop
+        self.name = ("mio tunnel TLS" if tls else "mio tunnel plain") + (
+            f" ({loop})" if loop != "asyncio" else ""
+        )
 
     async def start(self, service_ports: list[int]) -> None:
         env = {**os.environ, "MIO_TUNNEL_SECRET": os.urandom(16).hex()}
         cli = [sys.executable, "-m", "mio.tunnel.cli"]
         listen = free_port()
         relay_args = ["--listen", f"{HOST}:{listen}", "-q", "--idle-timeout", "0"]
+        relay_args += ["--loop", self.loop]
         relay_args += ["--max-connections", "5000", "--max-source-connections", "5000"]
         relay_args += ["--max-port-connections", "5000"]
         agent_tls: list[str] = []
@@ -243,7 +248,16 @@ class MioTunnel(System):
         await wait_port(listen)
         services = [a for s in service_ports for a in ("--service", f"s{s}={HOST}:{s}")]
         self.spawn(
-            *cli, "agent", "--relay", f"{HOST}:{listen}", *services, *agent_tls, "-q", env=env
+            *cli,
+            "agent",
+            "--relay",
+            f"{HOST}:{listen}",
+            *services,
+            *agent_tls,
+            "-q",
+            "--loop",
+            self.loop,
+            env=env,
         )
         await echo_once(self.ports[service_ports[0]])  # the first service is the echo one
 
@@ -375,12 +389,17 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ("ssh", lambda: SshR(work)),
                 ("plain", lambda: MioTunnel(work, tls=False)),
                 ("tls", lambda: MioTunnel(work, tls=True)),
+                ("plain-uvloop", lambda: MioTunnel(work, tls=False, loop="uvloop")),
+                ("tls-uvloop", lambda: MioTunnel(work, tls=True, loop="uvloop")),
             ]
             for key, make in makers:
                 if key not in args.systems:
                     continue
                 if key == "ssh" and not have_ssh():
                     print("skipping ssh -R: openssh-server/openssh-client missing", file=sys.stderr)
+                    continue
+                if key.endswith("-uvloop") and importlib.util.find_spec("uvloop") is None:
+                    print(f"skipping {key}: uvloop is not installed", file=sys.stderr)
                     continue
                 system = make()
                 targets = [echo_port, sink_port] + ([iperf_port] if iperf_port else [])
@@ -438,9 +457,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 s each, 200 idle connections")
     parser.add_argument(
         "--systems",
-        default="direct,ssh,plain,tls",
+        default="direct,ssh,plain,tls,plain-uvloop,tls-uvloop",
         type=lambda t: t.split(","),
-        help="comma-separated subset of direct,ssh,plain,tls",
+        help="comma-separated subset of direct,ssh,plain,tls,plain-uvloop,tls-uvloop (the "
+        "uvloop rows need uvloop installed)",
     )
     parser.add_argument("--json", type=Path, help="write the rows as JSON to this file")
     args = parser.parse_args()

@@ -258,6 +258,20 @@ async def test_many_concurrent_connections_keep_data_intact(tunnel: Tunnel) -> N
     assert SECRET not in relay.log
 
 
+@posix
+@pytest.mark.timeout(30)
+async def test_relay_and_agent_run_on_uvloop(tunnel: Tunnel) -> None:
+    pytest.importorskip("uvloop")
+    async with service(echo) as echo_addr:
+        relay = await tunnel.relay("relay", "--public", f"echo={HOST}:0", "--loop", "uvloop")
+        agent = await tunnel.agent(relay, "--service", f"echo={echo_addr}", "--loop", "uvloop")
+        port = await relay.port("public echo on")
+        await asyncio.gather(*(roundtrip(port, 256 * 1024) for _ in range(4)))
+    for proc in (relay, agent):  # the processes really run uvloop's loop
+        assert proc.popen.poll() is None
+        assert "event loop: uvloop.Loop" in proc.log
+
+
 #: Tunneled connections open at once in the test below (docs/TUNNEL.md cites it).
 CONCURRENT = 300
 

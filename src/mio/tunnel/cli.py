@@ -271,6 +271,12 @@ def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> N
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish (default: %(default)g)",
     )
+    group.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop; uvloop needs the uvloop package (default: %(default)s)",
+    )
     _clikit.add_logging_arguments(
         parser,
         title="output",
@@ -549,8 +555,22 @@ def _setup_logging(args: argparse.Namespace) -> None:
     _clikit.setup_logging(args, "mio.tunnel")
 
 
-def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") -> int:
+    """Run ``main()`` in a fresh event loop of kind ``loop`` (``asyncio`` or ``uvloop``)."""
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
+            return EXIT_USAGE
+        return _clikit.run_command(lambda _: uvloop.run(_logged(main)), None)
     return _clikit.run_command(lambda _: asyncio.run(main()), None)
+
+
+async def _logged(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    loop = asyncio.get_running_loop()
+    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
+    return await main()
 
 
 def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
@@ -719,7 +739,7 @@ def run_relay(args: argparse.Namespace) -> int:
         finally:
             remove()
 
-    return _run(relay_main)
+    return _run(relay_main, args.loop)
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -773,7 +793,7 @@ def run_agent(args: argparse.Namespace) -> int:
             unhook()
             remove()
 
-    return _run(agent_main)
+    return _run(agent_main, args.loop)
 
 
 def run_forward(args: argparse.Namespace) -> int:
@@ -813,7 +833,7 @@ def run_forward(args: argparse.Namespace) -> int:
         finally:
             remove()
 
-    return _run(forward_main)
+    return _run(forward_main, args.loop)
 
 
 if __name__ == "__main__":
