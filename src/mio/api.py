@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+from ._summarylog import SummaryLog
 from .budget import MemoryBudget
 from .config import Config
 from .session import Session, StreamHandler
@@ -193,43 +194,12 @@ class SessionTracker(Generic[S]):
         await self.wait_closed()
 
 
-class _RateLimitedLog:
-    """One WARNING at the first event, then at most one line per ``interval`` seconds giving
-    how many more events happened since the previous line (none when nothing happened)."""
+class _RateLimitedLog(SummaryLog):
+    """The server's :class:`~mio._summarylog.SummaryLog` on the ``mio`` logger, every
+    ``LOG_INTERVAL`` seconds unless told otherwise."""
 
     def __init__(self, first: str, repeat: str, interval: float | None = None) -> None:
-        self.first = first  # %-format: the arguments given to hit()
-        self.repeat = repeat  # %-format: (count, interval)
-        self.interval = LOG_INTERVAL if interval is None else interval
-        self.total = 0
-        self._pending = 0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def hit(self, *args: object) -> None:
-        self.total += 1
-        if self._timer is not None:
-            self._pending += 1
-            return
-        log.warning(self.first, *args)
-        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self._pending:
-            self._flush()
-            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
-
-    def _flush(self) -> None:
-        log.warning(self.repeat, self._pending, self.interval)
-        self._pending = 0
-
-    def close(self) -> None:
-        """Log what is pending and stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending:
-            self._flush()
+        super().__init__(log, first, repeat, LOG_INTERVAL if interval is None else interval)
 
 
 def _errnos(*names: str) -> frozenset[int]:

@@ -11,10 +11,10 @@ and log lines that summarise instead of repeating.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable, Hashable
+
+from .._summarylog import SummaryLog
 
 __all__ = ("Counter", "FailureLimiter", "SummaryLog", "LOG_INTERVAL")
 
@@ -103,49 +103,3 @@ class FailureLimiter:
                 del self._windows[key]
             while len(self._windows) > self.max_addresses:
                 del self._windows[next(iter(self._windows))]
-
-
-class SummaryLog:
-    """One WARNING at the first event, then at most one line per ``interval`` seconds with
-    how many more events happened since the previous line (no line when none did).
-
-    ``first`` is a %-format of the arguments given to :meth:`hit`; ``repeat`` a %-format
-    of ``(count, interval)``. :attr:`total` counts every event.
-    """
-
-    def __init__(
-        self, logger: logging.Logger, first: str, repeat: str, interval: float = LOG_INTERVAL
-    ) -> None:
-        self.logger = logger
-        self.first = first
-        self.repeat = repeat
-        self.interval = interval
-        self.total = 0
-        self._pending = 0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def hit(self, *args: object) -> None:
-        self.total += 1
-        if self._timer is not None:
-            self._pending += 1
-            return
-        self.logger.warning(self.first, *args)
-        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self._pending:
-            self._flush()
-            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
-
-    def _flush(self) -> None:
-        self.logger.warning(self.repeat, self._pending, self.interval)
-        self._pending = 0
-
-    def close(self) -> None:
-        """Log what is pending and stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending:
-            self._flush()
