@@ -103,6 +103,15 @@ def test_terminal_table_fits_100_columns_and_names_every_verdict() -> None:
     assert "targets (indicative)" in quick
 
 
+def test_only_full_runs_repeat_their_workloads() -> None:
+    # --quick promises the whole matrix in about a minute, and a warm-up measures nothing:
+    # neither may repeat its workloads until 2 s of timed work
+    assert PRESETS["full"].min_timed_s == 2.0
+    assert PRESETS["quick"].min_timed_s == 0.0
+    assert PRESETS["smoke"].min_timed_s == 0.0
+    assert runner.WARMUP.min_timed_s == 0.0
+
+
 def test_repetitions_combine_to_the_median_and_sum_cpu() -> None:
     from mio._bench.worker import combine
 
