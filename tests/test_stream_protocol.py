@@ -307,3 +307,175 @@ async def test_quic_refuses_protocol_classes() -> None:
 
     with pytest.raises(TypeError, match="coroutine stream handlers only"):
         await mio.quic.serve(Recorder, "127.0.0.1", 0)  # type: ignore[arg-type]
+
+
+class PauseThenAnswer(mio.StreamProtocol):
+    """Pauses at once, answers and half-closes before any data came, resumes later."""
+
+    events: ClassVar[list[tuple[Any, ...]]] = []
+    stream: mio.Stream
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        stream.pause_reading()
+        stream.write(b"hello")
+        stream.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", len(data)))
+
+    def eof_received(self) -> None:
+        self.events.append(("eof",))
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        self.events.append(("closed", exc))
+
+
+async def test_data_held_while_paused_is_delivered_before_the_stream_finishes() -> None:
+    PauseThenAnswer.events = []
+    server, client = await _serve(PauseThenAnswer)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"x" * 1000)
+        stream.write_eof()
+        assert await stream.read() == b"hello"
+        session = _server_session(server)
+        for _ in range(200):  # the 1000 bytes and the HFR arrive while paused
+            if session.memory["inbound"] == 1000:
+                break
+            await asyncio.sleep(0.005)
+        assert session.memory["inbound"] == 1000
+        assert PauseThenAnswer.events == []  # both directions ended, yet not finished
+        (held,) = session.streams
+        held.resume_reading()
+        assert PauseThenAnswer.events == [("data", 1000), ("eof",), ("closed", None)]
+        assert session.memory["inbound"] == 0
+        assert not session.streams
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class Sink(mio.StreamProtocol):
+    """Echoes to a peer that never reads."""
+
+    instance: ClassVar[Sink | None] = None
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        Sink.instance = self
+
+    def data_received(self, data: bytes) -> None:
+        self.stream.write(data)
+
+
+async def test_a_peer_that_does_not_read_the_replies_is_stopped_by_its_window() -> None:
+    window = 65536
+    config = mio.Config(initial_window=window, max_window=window)
+    server, client = await _serve(Sink, config=config)
+    try:
+        stream = await client.open_stream()
+        sender = asyncio.ensure_future(_send_all(stream, b"z" * (64 * window)))
+        for _ in range(1000):  # until the client is blocked by the server's window
+            await asyncio.sleep(0.005)
+            if stream.send_window == 0 and stream.write_pending and Sink.instance is not None:
+                proto_stream = Sink.instance.stream
+                if proto_stream.write_pending > window:
+                    break
+        assert Sink.instance is not None
+        assert not sender.done()
+        session = _server_session(server)
+        # replies unsent: one window (what the client's window took) plus the last delivery
+        assert Sink.instance.stream.write_pending <= 2 * window + 65536
+        assert session.memory["inbound"] <= window  # input held back, bounded by the window
+        # the sender stalled after a few windows: nothing grows without bound
+        assert stream.bytes_sent <= 8 * window
+        sender.cancel()
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+class PausedForever(mio.StreamProtocol):
+    instance: ClassVar[PausedForever | None] = None
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        stream.pause_reading()
+        PausedForever.instance = self
+
+
+async def test_tiny_frames_held_while_paused_share_buffers() -> None:
+    server, client = await _serve(PausedForever)
+    try:
+        stream = await client.open_stream()
+        for i in range(20_000):
+            stream.write(b"yz")
+            if i % 1000 == 0:
+                await asyncio.sleep(0)
+        await stream.drain()
+        held = None
+        for _ in range(400):
+            await asyncio.sleep(0.005)
+            held = PausedForever.instance.stream if PausedForever.instance else None
+            if held is not None and held.buffered == 40_000:
+                break
+        assert held is not None
+        assert held.buffered == 40_000
+        assert len(held._chunks) <= 4  # not one object per 2-byte frame
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_peers_close_reaches_the_protocol_as_eof_then_stream_closed() -> None:
+    async with echo_pair() as (_, client):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        assert await stream.readexactly(1) == b"x"
+        stream.close()  # the peer still writes: RST NO_ERROR follows our HFR
+        await stream.wait_closed()
+        for _ in range(200):
+            if any(e[0] == "closed" for e in Recorder.events):
+                break
+            await asyncio.sleep(0.005)
+    kinds = [e[0] for e in Recorder.events]
+    assert kinds == ["opened", "eof", "closed"]
+
+
+class FailsAtEnd(mio.StreamProtocol):
+    closed: ClassVar[list[BaseException | None]] = []
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        raise ValueError("bad last frame")
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        FailsAtEnd.closed.append(exc)
+
+
+async def test_a_callback_failing_on_the_last_frame_ends_the_stream_at_once() -> None:
+    FailsAtEnd.closed = []
+    config = mio.Config(send_resets=False, linger_timeout=30.0)  # no RST: a half-close
+    server, client = await _serve(FailsAtEnd, config=config)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"boom")
+        stream.write_eof()  # DATA+HFR in one frame
+        assert await stream.read() == b""  # our HFR: no linger of 30 s
+        for _ in range(200):
+            if FailsAtEnd.closed:
+                break
+            await asyncio.sleep(0.005)
+        (exc,) = FailsAtEnd.closed
+        assert isinstance(exc, ValueError)  # not reported as a graceful end
+        assert not _server_session(server).streams
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

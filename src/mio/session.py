@@ -802,8 +802,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             budget._detach(self, self._charged)
             self._charged = 0
         self._blocked.clear()
-        for stream in list(self._streams.values()):
+        streams = list(self._streams.values())
+        for stream in streams:  # every stream first: a callback below cannot write anywhere
             stream._on_session_closed(error)
+        for stream in streams:
             self._finish(stream)
         self._wake_accept()
         self._wake_open()

@@ -40,6 +40,8 @@ _TAIL_LIMIT = 64 * 1024
 # Stream._protocol_state bits (streams served by a StreamProtocol)
 _PROTO_PAUSED = 1  # pause_reading(): data stays in the stream
 _PROTO_EOF_SENT = 2  # eof_received() was called
+_PROTO_FAILED = 4  # a callback raised: nothing more is delivered
+_PROTO_BACKLOG = 8  # more than a receive window of replies unsent: input held back
 
 
 class Stream(StreamCore):
@@ -74,6 +76,7 @@ class Stream(StreamCore):
         "_pending",
         "_pending_size",
         "_protocol",
+        "_protocol_error",
         "_protocol_state",
         "_recv",
         "_send",
@@ -359,6 +362,8 @@ class Stream(StreamCore):
         self._local_ended = True
         self._session._send_eof(self._id)
         if self._eof:
+            if self._protocol is not None and self._size:
+                return  # finished once resume_reading() delivered what is held
             self._session._finish(self)
         elif self._closing:
             self._stop_peer()
@@ -427,6 +432,8 @@ class Stream(StreamCore):
         if self._eof_queued and not self._local_ended:
             self._end_local()
         self._wake_drain()
+        if self._protocol is not None and self._protocol_state & _PROTO_BACKLOG:
+            self._backlog_drained()
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
@@ -568,14 +575,26 @@ class Stream(StreamCore):
         """Serve this stream with ``protocol``'s callbacks (see :mod:`mio.stream_protocol`)."""
         self._protocol = protocol
         self._protocol_state = 0
+        self._protocol_error: BaseException | None = None
         try:
             protocol.stream_opened(self)
-        except Exception:
-            self._protocol_failed("stream_opened")
+        except Exception as exc:
+            self._protocol_failed("stream_opened", exc)
 
-    def _protocol_failed(self, callback: str) -> None:
+    def _protocol_failed(self, callback: str, exc: Exception) -> None:
         log.exception("StreamProtocol.%s failed on stream %d", callback, self._id)
+        self._protocol_state |= _PROTO_FAILED
+        self._protocol_error = exc
         self._session._abandon(self, ErrorCode.INTERNAL_ERROR)
+
+    def _deliver(self, data: bytes) -> bool:
+        """``data_received(data)``; False if the callback raised (the stream is abandoned)."""
+        try:
+            self._protocol.data_received(data)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._protocol_failed("data_received", exc)
+            return False
+        return True
 
     def _feed_protocol(self, data: bytes, end: bool) -> None:
         n = len(data)
@@ -590,36 +609,43 @@ class Stream(StreamCore):
             except FlowControlError as exc:
                 session._stream_protocol_error(self, str(exc), ErrorCode.FLOW_CONTROL_ERROR)
                 return
-            if self._closing or (not self._protocol_state and not self._size):
-                # delivered (or discarded) at once: the window reopens, nothing is held
-                inc = self._recv.consume(n)
+            if self._closing or self._protocol_state & _PROTO_FAILED:
+                inc = self._recv.consume(n)  # discarded at once: the window reopens
                 if inc and not end:
                     session._send_window_update(self._id, inc)
-                if not self._closing:
-                    try:
-                        self._protocol.data_received(data)  # type: ignore[union-attr]
-                    except Exception:
-                        self._protocol_failed("data_received")
-                        return
-            else:  # paused: hold it, counted, until resume_reading()
+            elif self._protocol_state or self._size or self._pending_size > self._recv.window:
+                # paused, or behind held data, or more than a window of replies unsent (a
+                # peer that does not read them): hold it, counted, and let the window close
+                if self._pending_size > self._recv.window:
+                    self._protocol_state |= _PROTO_BACKLOG
                 session._held_in += n
-                self._chunks.append(data)
+                chunks = self._chunks
+                tail = chunks[-1] if chunks else None
+                if n < _SMALL_PIECE and type(tail) is bytearray and len(tail) < _TAIL_LIMIT:
+                    tail += data  # tiny pieces share one buffer (as _feed does)
+                else:
+                    chunks.append(bytearray(data) if n < _SMALL_PIECE else data)
                 self._size += n
+            else:
+                inc = self._recv.consume(n)  # delivered at once: the window reopens
+                if inc and not end:
+                    session._send_window_update(self._id, inc)
+                self._deliver(data)
         if end:
             self._on_remote_end(None)
             self._deliver_eof()
-            if self._local_ended:
+            if self._local_ended and not self._size:
                 session._finish(self)
 
     def _deliver_eof(self) -> None:
         state = self._protocol_state
         if state or self._size or self._closing or self._protocol is None:
-            return  # paused (or already told), data still held, or nobody listens
+            return  # paused, told, failed or backlogged; data still held; or nobody listens
         self._protocol_state = _PROTO_EOF_SENT
         try:
             self._protocol.eof_received()
-        except Exception:
-            self._protocol_failed("eof_received")
+        except Exception as exc:
+            self._protocol_failed("eof_received", exc)
 
     def pause_reading(self) -> None:
         """For a stream served by a :class:`~mio.StreamProtocol`: stop calling
@@ -635,28 +661,44 @@ class Stream(StreamCore):
         if self._protocol is None or not self._protocol_state & _PROTO_PAUSED:
             return
         self._protocol_state &= ~_PROTO_PAUSED
-        protocol = self._protocol
+        self._deliver_held()
+
+    def _backlog_drained(self) -> None:
+        """Replies went out: below one receive window unsent, input flows again."""
+        if self._pending_size <= self._recv.window:
+            self._protocol_state &= ~_PROTO_BACKLOG
+            self._deliver_held()
+
+    def _deliver_held(self) -> None:
         while (
-            protocol is not None
+            self._protocol is not None
             and self._size
-            and not self._protocol_state & _PROTO_PAUSED
+            and not self._protocol_state & (_PROTO_PAUSED | _PROTO_FAILED | _PROTO_BACKLOG)
             and not self._closing
         ):
-            data = self._take(self._size)
-            try:
-                protocol.data_received(data)
-            except Exception:
-                self._protocol_failed("data_received")
+            if not self._deliver(self._take(self._size)):
                 return
-        if self._eof and self._error is None:
+            if self._pending_size > self._recv.window:
+                self._protocol_state |= _PROTO_BACKLOG
+        if self._eof and not self._size and self._error is None and self._protocol is not None:
             self._deliver_eof()
+            if self._local_ended and not self._finished:
+                self._session._finish(self)
 
     def _notify_closed(self) -> None:
-        """The stream is finished: tell its protocol, once."""
+        """The stream is finished: tell its protocol, once. Data still held (the stream was
+        reset, or the session ended, while delivery was paused) is dropped and released."""
         protocol, self._protocol = self._protocol, None
         if protocol is None:
             return
+        if self._size:
+            self._session._release(self._size)
+            self._chunks.clear()
+            self._head = 0
+            self._size = 0
         exc = self._error if self._error is not None else self._write_error
+        if exc is None:
+            exc = self._protocol_error
         try:
             protocol.stream_closed(exc)
         except Exception:
@@ -674,6 +716,8 @@ class Stream(StreamCore):
         if code == ErrorCode.NO_ERROR:
             # The reference closes streams this way: what arrived stays readable, then EOF.
             self._on_remote_end(None)
+            if self._protocol is not None:
+                self._deliver_eof()
             message = f"stream {self._id}: the peer closed it (RST NO_ERROR) and reads no more"
             self._fail(None, StreamClosedError(message, ErrorCode.NO_ERROR))
         else:

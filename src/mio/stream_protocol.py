@@ -23,17 +23,24 @@ Rules (the coroutine API's, moved to callbacks):
 - Data handed to :meth:`data_received` is consumed at once: the peer's window reopens as
   the callback returns, and mio holds nothing. To stop it, call
   :meth:`mio.Stream.pause_reading`: data then stays in the stream (counted in the session's
-  memory account) and the window closes; :meth:`mio.Stream.resume_reading` delivers what was
-  held, then the end of stream if it came.
+  memory account, tiny frames sharing buffers) and the window closes;
+  :meth:`mio.Stream.resume_reading` delivers what was held, then the end of stream if it
+  came. A stream is not finished while it holds data for its protocol; one reset, or whose
+  session ends, while paused drops what it held.
 - Writes never block: ``stream.write`` sends what the peer's window allows and queues the
-  rest in the stream (counted too; ``stream.write_pending`` says how much).
-- :meth:`eof_received` is the peer's half-close; the stream stays open for writing until
-  the protocol calls ``close()`` (or ``write_eof()``).
+  rest in the stream (``stream.write_pending``). While more than one receive window of
+  replies is unsent (a peer that does not read them), input is held back as if paused, so
+  the peer's own window closes: nothing grows without bound. Delivery resumes as the
+  replies go out.
+- :meth:`eof_received` is the peer's half-close (also when the peer closed the stream with
+  RST ``NO_ERROR``); the stream stays open for writing until the protocol calls
+  ``close()`` (or ``write_eof()``).
 - :meth:`stream_closed` comes once, when the stream is finished: ``None`` after a graceful
-  close, else the error (reset by either side, session closed, the peer stopped reading).
+  close, else the error (reset by either side, session closed, the peer stopped reading,
+  or the exception a callback raised).
 - A callback that raises resets the stream with ``INTERNAL_ERROR`` (logged), as a failing
-  handler does. The stream cannot be read: a ``read()`` that would wait raises
-  ``RuntimeError`` (the data goes to the protocol).
+  handler does, and nothing more is delivered to it. The stream cannot be read: a
+  ``read()`` that would wait raises ``RuntimeError`` (the data goes to the protocol).
 
 Only MIO sessions take protocols (``mio.quic`` runs coroutine handlers only).
 """
