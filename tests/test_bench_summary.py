@@ -127,12 +127,27 @@ def test_repetitions_combine_to_the_median_and_sum_cpu() -> None:
         for v in (300.0, 100.0, 200.0, 400.0)
     ]
     out = combine("W2", reps)
-    assert out["rps"] == 200.0  # lower median of 4
+    assert out["rps"] == 200.0  # the worse of the two middle values of 4
     assert out["reps"] == 4
     assert out["rep_values"] == [300.0, 100.0, 200.0, 400.0]
     assert out["cpu_us_per_unit"] == pytest.approx(1.2 * 1e6 / 400)
     assert out["cpu_client_pct"] == pytest.approx(20.0)
     assert out["cpu_server_pct"] == pytest.approx(40.0)
+    assert out["elapsed_s"] == pytest.approx(2.0)
+    assert out["cpu_client_s"] == pytest.approx(0.4)
+    assert out["cpu_server_s"] == pytest.approx(0.8)
+    # lower is better (W4's p99 ratio): the worse middle value is the higher one
+    w4 = combine("W4", [{"ok": True, "p99_ratio": v, "elapsed_s": 0.5} for v in (1, 4, 2, 3)])
+    assert w4["p99_ratio"] == 3
+    # foreign load in any repetition shows in the run (time-weighted), and a run of short
+    # repetitions is judged on its whole timed work
+    short = [
+        {"ok": True, "rps": 1.0, "requests": 1, "elapsed_s": 0.15, "foreign_proc_pct": p}
+        for p in (90.0, 1.0) * 7
+    ]
+    busy = combine("W2", short)
+    assert busy["foreign_proc_pct"] == pytest.approx(45.5)
+    assert runner._contaminated(busy)
     failed = combine("W2", [*reps[:2], {"ok": False, "error": "boom"}])
     assert not failed["ok"]
     assert failed["error"] == "repetition 3: boom"

@@ -154,3 +154,38 @@ def test_workers_must_be_positive() -> None:
     )
     assert proc.returncode == 2
     assert "--workers must be at least 1" in proc.stderr
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped by whoever adopted it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"
+
+
+async def test_workers_stop_when_the_parent_is_killed() -> None:
+    proc, port, pids = _start("--workers", "2", "--grace", "1")
+    try:
+        session = await _roundtrip(port, b"hello")
+        proc.kill()  # SIGKILL: no chance to forward anything
+        await asyncio.to_thread(proc.wait, 10)
+        for _ in range(200):
+            if not any(_alive(pid) for pid in pids):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids), "workers outlived their parent"
+        await asyncio.wait_for(session.wait_closed(), 10)
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=10)

@@ -11,6 +11,9 @@ streams of a session never cross processes. The parent only supervises:
   (one byte each on a pipe), then prints one readiness line;
 - SIGINT/SIGTERM are forwarded to every worker (each one drains its streams for ``--grace``
   seconds and exits); a second signal is forwarded too (workers then close at once);
+  SIGHUP stops them as SIGTERM does;
+- a worker whose parent is gone (even killed with SIGKILL) stops by itself: it watches a
+  pipe whose write end only the parent holds;
 - a worker that exits on its own is a failure: the others are stopped and the parent exits 1.
   Run it under a supervisor (systemd, a container runtime) for restarts.
 """
@@ -62,40 +65,22 @@ def _exit_code(status: int) -> int:
 
 def run_workers(
     count: int,
-    worker: Callable[[int, int], int],
+    worker: Callable[[int, int, int], int],
     *,
     on_ready: Callable[[list[int]], None],
     log: Callable[[str], None],
     start_timeout: float = 30.0,
 ) -> int:
-    """Fork ``count`` workers running ``worker(index, ready_fd)`` (it writes one byte to
-    ``ready_fd`` once it listens, and returns its exit code); supervise them until they
-    exit. ``on_ready(pids)`` runs once every worker listens. Returns the exit code."""
-    ready_r, ready_w = os.pipe()
-    pids: dict[int, int] = {}  # pid -> worker index
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for index in range(count):
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                os.close(ready_r)
-                # Own process group: a terminal's Ctrl-C reaches the parent only, which
-                # forwards it once (a second signal would mean "close at once").
-                os.setpgid(0, 0)
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, signal.SIG_DFL)
-                code = worker(index, ready_w)
-            except BaseException as exc:  # the worker's own error reporting failed
-                print(f"mio worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        pids[pid] = index
-    os.close(ready_w)
+    """Fork ``count`` workers running ``worker(index, ready_fd, life_fd)`` and supervise
+    them until they exit; returns the exit code.
 
+    A worker writes one byte to ``ready_fd`` once it listens, and stops when ``life_fd``
+    becomes readable (end of file: the parent is gone, even killed with SIGKILL).
+    ``on_ready(pids)`` runs once every worker listens.
+    """
+    ready_r, ready_w = os.pipe()
+    life_r, life_w = os.pipe()  # the parent holds life_w; its death closes it
+    pids: dict[int, int] = {}  # pid -> worker index
     stopping = False
     failed = False
 
@@ -109,10 +94,40 @@ def run_workers(
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
-        stop_all(signum)
+        # SIGHUP (the terminal went away): the workers stop as for SIGTERM
+        stop_all(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    code = 1
     try:
+        for index in range(count):
+            if stopping:
+                break
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 1
+                try:
+                    os.close(ready_r)
+                    os.close(life_w)
+                    # Own process group: a terminal's Ctrl-C reaches the parent only, which
+                    # forwards it once (a second signal would mean "close at once").
+                    os.setpgid(0, 0)
+                    for sig in signals:
+                        signal.signal(sig, signal.SIG_DFL)
+                    code = worker(index, ready_w, life_r)
+                except BaseException as exc:  # the worker's own error reporting failed
+                    print(f"mio worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            pids[pid] = index
+        os.close(ready_w)
+        ready_w = -1
+
         # -- start-up: one byte per worker once it listens
         ready = 0
         deadline = time.monotonic() + start_timeout
@@ -126,6 +141,7 @@ def run_workers(
             if readable:
                 data = os.read(ready_r, count)
                 if not data:  # every worker closed the pipe: some died before listening
+                    log("a worker exited before listening: stopping the others")
                     failed = True
                     break
                 ready += len(data)
@@ -153,9 +169,23 @@ def run_workers(
                 code = 1
                 stop_all(signal.SIGTERM)
             elif exit_code != 0:
+                if failed:
+                    log(f"worker {index} (pid {pid}) exited with code {exit_code}")
                 code = 1
         return code
     finally:
-        os.close(ready_r)
+        if pids:  # an exception above (a failed fork, on_ready raising): no orphans
+            stop_all(signal.SIGTERM)
+            for pid in list(pids):
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        for fd in (ready_r, ready_w, life_r, life_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -337,6 +337,7 @@ async def _echo_main(
     *,
     port: int | None = None,
     ready_fd: int | None = None,
+    life_fd: int | None = None,
 ) -> int:
     """One echo server. As a ``--workers`` worker: ``port`` is the reserved port (bound with
     ``reuse_port``) and readiness is one byte on ``ready_fd`` instead of the listening line."""
@@ -419,6 +420,14 @@ async def _echo_main(
         else:
             os.write(ready_fd, b"r")
             os.close(ready_fd)
+        if life_fd is not None:
+
+            def parent_gone() -> None:
+                loop.remove_reader(life_fd)
+                log.warning("the supervising process is gone: shutting down")
+                stop.set()
+
+            loop.add_reader(life_fd, parent_gone)
         await stop.wait()
         log.info("closing: waiting up to %g s for open streams", args.grace)
         await server.aclose(timeout=args.grace)
@@ -482,7 +491,7 @@ def _echo_workers(args: argparse.Namespace, config: Config, loop: str) -> int:
     with reserved:
         bound = reserved.getsockname()
 
-        def worker(index: int, ready_fd: int) -> int:
+        def worker(index: int, ready_fd: int, life_fd: int) -> int:
             handler = logging.getLogger().handlers[0]
             handler.setFormatter(
                 logging.Formatter(
@@ -491,7 +500,8 @@ def _echo_workers(args: argparse.Namespace, config: Config, loop: str) -> int:
             )
             reserved.close()  # the parent holds the reservation
             return run_in_loop(
-                loop, lambda: _echo_main(args, config, port=bound[1], ready_fd=ready_fd)
+                loop,
+                lambda: _echo_main(args, config, port=bound[1], ready_fd=ready_fd, life_fd=life_fd),
             )
 
         def on_ready(pids: list[int]) -> None:

@@ -564,7 +564,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") ->
             log.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
             return EXIT_USAGE
         return _clikit.run_command(lambda _: uvloop.run(_logged(main)), None)
-    return _clikit.run_command(lambda _: asyncio.run(main()), None)
+    return _clikit.run_command(lambda _: asyncio.run(_logged(main)), None)
 
 
 async def _logged(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
