@@ -44,7 +44,7 @@ EPILOG = """\
 examples:
   mio echo --listen 127.0.0.1:7000          echo server (every stream echoed until EOF)
   mio echo --listen :7000 --window 1M -v    all interfaces, 1 MiB stream windows, logging
-  mio bench --quick                         the comparison benchmark in under a minute
+  mio bench --quick                         the comparison benchmark in about 90 seconds
   mio bench --systems mio,tcp-b --loop uvloop --json out.jsonl --plot out.png
   mio COMMAND --help                        the options of one command
 """

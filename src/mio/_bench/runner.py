@@ -613,7 +613,7 @@ def add_common_arguments(ap: argparse.ArgumentParser, *, loops_flag: str = "--lo
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="scaled-down totals: the whole default matrix finishes in under a minute "
+        help="scaled-down totals: the whole default matrix finishes in about 90 s "
         "(numbers for orientation only; the targets refer to the full sizes)",
     )
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
@@ -631,7 +631,7 @@ def add_common_arguments(ap: argparse.ArgumentParser, *, loops_flag: str = "--lo
         default=None,
         metavar="LIST",
         help=f"comma-separated subset of: {', '.join(SYSTEMS)} (default all; with --quick "
-        "all but mio-quic, to keep the preview under a minute)",
+        "all but mio-quic, to keep the preview short)",
     )
     ap.add_argument(
         "--workloads",
