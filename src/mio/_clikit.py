@@ -184,6 +184,19 @@ def format_address(address: object) -> str:
     return str(address)
 
 
+# ---------------------------------------------------------------------------- event loop
+def add_loop_argument(group: Any) -> None:
+    """``--loop asyncio|uvloop`` (default asyncio), on a parser or an argument group; run
+    the command with ``mio._bench.common.run_in_loop(args.loop, ...)`` after checking
+    ``loop_available(args.loop)``."""
+    group.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop (default: %(default)s; uvloop needs the uvloop package)",
+    )
+
+
 # ---------------------------------------------------------------------------- logging
 def add_logging_arguments(
     parser: argparse.ArgumentParser,

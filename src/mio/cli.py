@@ -637,12 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "spreads connections over them; each session lives in one worker; Linux/BSD) "
         "(default 1)",
     )
-    echo.add_argument(
-        "--loop",
-        choices=["asyncio", "uvloop"],
-        default="asyncio",
-        help="event loop (default asyncio; uvloop needs the uvloop package)",
-    )
+    _clikit.add_loop_argument(echo)
     limits = echo.add_argument_group("server limits")
     limits.add_argument(
         "--max-sessions",

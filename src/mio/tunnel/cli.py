@@ -271,12 +271,7 @@ def _add_common(parser: argparse.ArgumentParser, idle_default: float = 0.0) -> N
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long open connections may finish (default: %(default)g)",
     )
-    group.add_argument(
-        "--loop",
-        choices=["asyncio", "uvloop"],
-        default="asyncio",
-        help="event loop; uvloop needs the uvloop package (default: %(default)s)",
-    )
+    _clikit.add_loop_argument(group)
     _clikit.add_logging_arguments(
         parser,
         title="output",
@@ -557,14 +552,13 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") -> int:
     """Run ``main()`` in a fresh event loop of kind ``loop`` (``asyncio`` or ``uvloop``)."""
-    if loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            log.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
-            return EXIT_USAGE
-        return _clikit.run_command(lambda _: uvloop.run(_logged(main)), None)
-    return _clikit.run_command(lambda _: asyncio.run(_logged(main)), None)
+    from .._bench.common import loop_available, run_in_loop
+
+    why = loop_available(loop)
+    if why:
+        log.error("--loop %s: %s", loop, why)
+        return EXIT_USAGE
+    return _clikit.run_command(lambda _: run_in_loop(loop, lambda: _logged(main)), None)
 
 
 async def _logged(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
