@@ -6,7 +6,9 @@ Indices in this module are proven by the surrounding length checks, which is why
 and wraparound checks are off; every read of input is guarded by ``pos < n`` arithmetic.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyObject_GetBuffer, PyBuffer_Release
+from cpython.buffer cimport (
+    PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
+)
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
@@ -82,6 +84,31 @@ cdef inline void _check_frame_size(object max_frame_size) except *:
     max_frame_size = PyNumber_Index(max_frame_size)
     if not 1 <= max_frame_size <= C_MAX_VALUE:
         raise ValueError(f"max_frame_size {max_frame_size} out of range 1..{MAX_VALUE}")
+
+
+cdef inline void _check_assemble_max(object assemble_max) except *:
+    cdef object n = PyNumber_Index(assemble_max)
+    if not 0 <= n <= C_MAX_VALUE:
+        raise ValueError(f"assemble_max must be in 0..{MAX_VALUE}")
+
+
+cdef class _PayloadTail:
+    """The unfilled rest of a payload being assembled, exported as a writable buffer.
+
+    The payload is a ``bytes`` object nobody else holds until the decoder delivers it, so
+    filling it in place is safe (the documented way to build a ``bytes`` from C)."""
+
+    cdef object _payload
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _len
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(
+            view, self, PyBytes_AS_STRING(self._payload) + self._start, self._len, 0, flags
+        )
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
 
 
 cdef inline void _write_header(char* p, uint32_t sid, uint32_t value, uint8_t flags) noexcept:
@@ -239,6 +266,15 @@ cdef class FrameDecoder:
     * ``on_frame(kind, stream_id, value)`` for every other frame: ``kind`` is one of the
       ``KIND_*`` constants (the frame's flags octet with reserved bits cleared).
 
+    With ``assemble_max`` > 0, a payload of at most that many bytes that does not end in
+    the chunk being fed, but of which at least an eighth is in it, is *assembled* instead:
+    the decoder allocates it whole (:attr:`assembling` is its size), copies what arrived
+    into it, and delivers it in one ``on_data`` call once complete. Meanwhile
+    :meth:`payload_buffer` gives the unfilled rest as a writable buffer, so a transport can
+    read the payload straight into it (``BufferedProtocol.get_buffer``) and report with
+    :meth:`payload_filled`: one copy (the kernel's) instead of two, and payloads reach the
+    reader whole.
+
     Invalid frames raise :class:`~mio.FrameError` naming the frame; after an error the
     decoder is broken and every later :meth:`feed` raises the same error. Callbacks must
     not raise: an exception from a callback propagates and the rest of that chunk is lost.
@@ -255,9 +291,16 @@ cdef class FrameDecoder:
     cdef uint64_t _offset
     cdef uint64_t _frames
     cdef object _error
+    cdef uint32_t _assemble_max
+    cdef object _payload  # bytes being assembled (written only while nobody else sees it)
+    cdef Py_ssize_t _filled
 
-    def __init__(self, on_data, on_frame, max_frame_size=MAX_VALUE):
+    def __init__(self, on_data, on_frame, max_frame_size=MAX_VALUE, assemble_max=0):
         _check_frame_size(max_frame_size)
+        _check_assemble_max(assemble_max)
+        self._assemble_max = assemble_max
+        self._payload = None
+        self._filled = 0
         self._on_data = on_data
         self._on_frame = on_frame
         self._max_frame_size = max_frame_size
@@ -288,6 +331,55 @@ cdef class FrameDecoder:
     def in_frame(self):
         """True when the bytes fed so far end inside a frame (header or payload)."""
         return self._hlen > 0 or self._remaining > 0
+
+    @property
+    def assemble_max(self):
+        """Largest payload assembled whole (0: every payload is delivered in pieces)."""
+        return self._assemble_max
+
+    @property
+    def assembling(self):
+        """Size of the payload being assembled (allocated, partly filled); 0 if none."""
+        return 0 if self._payload is None else PyBytes_GET_SIZE(self._payload)
+
+    def payload_buffer(self):
+        """The unfilled rest of the payload being assembled, as a writable buffer, or None.
+
+        Write into it, then call :meth:`payload_filled` with the number of bytes written,
+        before any other call to this decoder."""
+        cdef _PayloadTail tail
+        if self._payload is None:
+            return None
+        if self._error is not None:
+            raise self._error
+        tail = _PayloadTail.__new__(_PayloadTail)
+        tail._payload = self._payload
+        tail._start = self._filled
+        tail._len = self._remaining
+        return memoryview(tail)
+
+    def payload_filled(self, nbytes):
+        """``nbytes`` were written at the start of :meth:`payload_buffer`; deliver the
+        payload if it is complete."""
+        cdef Py_ssize_t n = nbytes
+        if self._error is not None:
+            raise self._error
+        if self._payload is None or not 0 <= n <= self._remaining:
+            raise ValueError(
+                f"payload_filled({n}) without a payload buffer of at least that size"
+            )
+        self._filled += n
+        self._remaining -= <uint32_t>n
+        self._offset += <uint64_t>n
+        if not self._remaining:
+            self._deliver()
+
+    cdef int _deliver(self) except -1:
+        payload = self._payload
+        self._payload = None
+        self._filled = 0
+        self._on_data(self._sid, payload, self._hfr)
+        return 0
 
     def __reduce__(self):
         # A decoder holds callbacks and possibly part of a frame: it is neither pickled nor
@@ -331,6 +423,13 @@ cdef class FrameDecoder:
                     take = n - pos
                 self._remaining -= <uint32_t>take
                 self._offset += <uint64_t>take
+                if self._payload is not None:
+                    memcpy(PyBytes_AS_STRING(self._payload) + self._filled, p + pos, take)
+                    self._filled += take
+                    pos += take
+                    if not self._remaining:
+                        self._deliver()
+                    continue
                 if is_bytes and pos == 0 and take == n:
                     chunk = data
                 else:
@@ -370,6 +469,10 @@ cdef class FrameDecoder:
                     self._remaining = value
                     self._sid = sid
                     self._hfr = kind == K_DATA_HFR
+                    if value <= self._assemble_max and n - pos < value and (n - pos) * 8 >= value:
+                        # It does not end in this chunk but an eighth of it is here (what a
+                        # peer makes us allocate is at most 8x what it sent): assemble it
+                        self._payload = PyBytes_FromStringAndSize(NULL, value)
                 else:
                     on_data(sid, b"", kind == K_DATA_HFR)
                 continue

@@ -210,13 +210,24 @@ class FrameDecoder:
     * ``on_frame(kind, stream_id, value)`` for every other frame: ``kind`` is one of the
       ``KIND_*`` constants (the frame's flags octet with reserved bits cleared).
 
+    With ``assemble_max`` > 0, a payload of at most that many bytes that does not end in
+    the chunk being fed, but of which at least an eighth is in it, is *assembled* instead:
+    the decoder allocates it whole (:attr:`assembling` is its size), copies what arrived
+    into it, and delivers it in one ``on_data`` call once complete. Meanwhile
+    :meth:`payload_buffer` gives the unfilled rest as a writable buffer, so a transport can
+    read the payload straight into it (``BufferedProtocol.get_buffer``) and report with
+    :meth:`payload_filled`: one copy (the kernel's) instead of two, and payloads reach the
+    reader whole.
+
     Invalid frames raise :class:`~mio.FrameError` naming the frame; after an error the
     decoder is broken and every later :meth:`feed` raises the same error. Callbacks must
     not raise: an exception from a callback propagates and the rest of that chunk is lost.
     """
 
     __slots__ = (
+        "_assemble_max",
         "_error",
+        "_filled",
         "_frames",
         "_hbuf",
         "_hfr",
@@ -224,6 +235,7 @@ class FrameDecoder:
         "_offset",
         "_on_data",
         "_on_frame",
+        "_payload",
         "_remaining",
         "_sid",
     )
@@ -233,8 +245,15 @@ class FrameDecoder:
         on_data: Callable[[int, bytes, bool], object],
         on_frame: Callable[[int, int, int], object],
         max_frame_size: int = MAX_VALUE,
+        assemble_max: int = 0,
     ) -> None:
         _check_frame_size(max_frame_size)
+        assemble_max = _index(assemble_max)
+        if not 0 <= assemble_max <= MAX_VALUE:
+            raise ValueError(f"assemble_max must be in 0..{MAX_VALUE}")
+        self._assemble_max = assemble_max
+        self._payload: bytearray | None = None
+        self._filled = 0
         self._on_data = on_data
         self._on_frame = on_frame
         self._max_frame_size = _index(max_frame_size)
@@ -266,6 +285,48 @@ class FrameDecoder:
         """True when the bytes fed so far end inside a frame (header or payload)."""
         return bool(self._hbuf) or self._remaining > 0
 
+    @property
+    def assemble_max(self) -> int:
+        """Largest payload assembled whole (0: every payload is delivered in pieces)."""
+        return self._assemble_max
+
+    @property
+    def assembling(self) -> int:
+        """Size of the payload being assembled (allocated, partly filled); 0 if none."""
+        return 0 if self._payload is None else len(self._payload)
+
+    def payload_buffer(self) -> memoryview | None:
+        """The unfilled rest of the payload being assembled, as a writable buffer, or None.
+
+        Write into it, then call :meth:`payload_filled` with the number of bytes written,
+        before any other call to this decoder."""
+        if self._payload is None:
+            return None
+        if self._error is not None:
+            raise self._error
+        return memoryview(self._payload)[self._filled :]
+
+    def payload_filled(self, nbytes: int) -> None:
+        """``nbytes`` were written at the start of :meth:`payload_buffer`; deliver the
+        payload if it is complete."""
+        n = _index(nbytes)
+        if self._error is not None:
+            raise self._error
+        if self._payload is None or not 0 <= n <= self._remaining:
+            raise ValueError(f"payload_filled({n}) without a payload buffer of at least that size")
+        self._filled += n
+        self._remaining -= n
+        self._offset += n
+        if not self._remaining:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        payload = self._payload
+        assert payload is not None
+        self._payload = None
+        self._filled = 0
+        self._on_data(self._sid, bytes(payload), self._hfr)
+
     def __reduce__(self) -> NoReturn:
         # A decoder holds callbacks and possibly part of a frame: it is neither pickled nor
         # copied (Cython's automatic pickling would mangle the partial header buffer).
@@ -286,6 +347,15 @@ class FrameDecoder:
                 take = min(remaining, n - pos)
                 self._remaining = remaining - take
                 self._offset += take
+                payload = self._payload
+                if payload is not None:
+                    filled = self._filled
+                    payload[filled : filled + take] = data[pos : pos + take]
+                    self._filled = filled + take
+                    pos += take
+                    if not self._remaining:
+                        self._deliver()
+                    continue
                 chunk = data[pos : pos + take]
                 pos += take
                 on_data(self._sid, chunk, self._hfr and self._remaining == 0)
@@ -303,6 +373,16 @@ class FrameDecoder:
                 word = int.from_bytes(data[pos : pos + HEADER_SIZE], "big")
                 pos += HEADER_SIZE
             self._header(word)
+            remaining = self._remaining
+            if (
+                remaining
+                and remaining <= self._assemble_max
+                and n - pos < remaining
+                and (n - pos) * 8 >= remaining
+            ):
+                # A DATA payload that does not end in this chunk but an eighth of it is here
+                # (what a peer makes us allocate is at most 8x what it sent): assemble it
+                self._payload = bytearray(remaining)
 
     def _fail(self, message: str, flags: int, stream_id: int) -> None:
         self._error = FrameError(message, self._offset, flags, stream_id)
