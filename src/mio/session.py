@@ -161,6 +161,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._on_data, self._on_frame, config.max_recv_frame_size, _ASSEMBLE_MAX
         )
         self._into_payload = False  # the last get_buffer() gave the decoder's payload buffer
+        self._joining_writelines = False  # set by connection_made
         self._assembled = 0  # size of the decoder's partial payload, counted in _held_in
         self._append_frame = frame.append_frame
         self._append_data = frame.append_data
@@ -374,6 +375,11 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        # asyncio's socket transport before 3.12 has no scatter write: its writelines joins
+        # (a copy) and then copies again into its buffer when the socket is full.
+        self._joining_writelines = (
+            getattr(type(transport), "writelines", None) is asyncio.WriteTransport.writelines
+        )
         if self._budget is not None:
             # Joined only once connected: a connection whose TLS handshake fails never
             # gets here (nor closes its session), and must not stay counted.
@@ -983,7 +989,12 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             transport.write(buf)
         else:
             self.bytes_sent += len(buf) + len(payload)
-            transport.writelines((buf, payload))
+            if self._joining_writelines and transport.get_write_buffer_size():
+                # Both land in the transport's buffer anyway: one copy instead of two.
+                transport.write(buf)
+                transport.write(payload)
+            else:
+                transport.writelines((buf, payload))
 
     def _wake_drainers(self) -> None:
         drainers = self._drainers
