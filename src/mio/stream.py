@@ -35,6 +35,10 @@ log = logging.getLogger("mio.session")
 # Received pieces under _SMALL_PIECE bytes are appended to a bytearray tail of at most
 # _TAIL_LIMIT bytes instead of being queued one object each.
 _SMALL_PIECE = 512
+# drain() lets the event loop run other tasks at least once per this many bytes written on
+# a stream, even when nothing makes it wait: a bulk writer whose window and transport
+# always have room must not hold the loop (and every other stream's task) for megabytes.
+_DRAIN_YIELD = 256 * 1024
 _TAIL_LIMIT = 64 * 1024
 
 # Stream._protocol_state bits (streams served by a StreamProtocol)
@@ -84,6 +88,7 @@ class Stream(StreamCore):
         "_size",
         "_waiter",
         "_write_error",
+        "_yield_mark",
     )
 
     _size: int  # a slot: buffered bytes (ReadSide reads it)
@@ -102,6 +107,7 @@ class Stream(StreamCore):
         self._size = 0
         self._bytes_in = 0  # payload bytes received on this stream
         self._bytes_out = 0  # payload bytes written by the application
+        self._yield_mark = 0  # _bytes_out when drain() last let the loop run
         self._eof = False  # the peer's direction has ended (no more data will come)
         self._error: BaseException | None = None  # raised by reads once the buffer is drained
         self._waiter: asyncio.Future[None] | None = None
@@ -372,7 +378,9 @@ class Stream(StreamCore):
         """Wait until written data has been handed to the transport and the transport has room.
 
         Waits while the peer's window holds data back or the transport is over its
-        high-water mark. Cancelling ``drain()`` never loses or corrupts data.
+        high-water mark. Cancelling ``drain()`` never loses or corrupts data. Once per
+        256 KiB written without a wait it yields to the event loop (as ``asyncio.sleep(0)``
+        does), so that a bulk writer never starves the other tasks of its loop.
         """
         while True:
             if self._write_error is not None:
@@ -382,7 +390,12 @@ class Stream(StreamCore):
             elif self._session._write_paused:
                 self._session._drainers.add(self)  # woken by resume_writing or _fail
             else:
+                if self._bytes_out - self._yield_mark >= _DRAIN_YIELD:
+                    self._yield_mark = self._bytes_out
+                    await asyncio.sleep(0)  # let the loop run the others
+                    continue
                 return
+            self._yield_mark = self._bytes_out
             fut = self._drain_waiter
             if fut is None or fut.done():
                 fut = self._drain_waiter = self._loop.create_future()
