@@ -479,3 +479,38 @@ async def test_a_callback_failing_on_the_last_frame_ends_the_stream_at_once() ->
         client.close()
         server.close()
         await server.wait_closed()
+
+
+class FailingOpen(mio.StreamProtocol):
+    closed: ClassVar[list[BaseException | None]] = []
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        raise KeyError("no route")
+
+    def data_received(self, data: bytes) -> None:
+        raise AssertionError("nothing is delivered after stream_opened failed")
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        self.closed.append(exc)
+
+
+async def test_a_failing_stream_opened_resets_and_still_gets_stream_closed_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As asyncio calls ``connection_lost`` after a failed ``connection_made``: the stream is
+    reset with INTERNAL_ERROR and ``stream_closed`` comes once, with the exception."""
+    FailingOpen.closed.clear()
+    server, client = await _serve(FailingOpen)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"hello")
+        with pytest.raises(mio.StreamResetError) as info:
+            await asyncio.wait_for(stream.read(), 5)
+        assert info.value.code == ErrorCode.INTERNAL_ERROR
+        assert "StreamProtocol.stream_opened failed on stream" in caplog.text
+        assert len(FailingOpen.closed) == 1
+        assert isinstance(FailingOpen.closed[0], KeyError)
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

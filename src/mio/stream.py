@@ -709,9 +709,9 @@ class Stream(StreamCore):
             self._chunks.clear()
             self._head = 0
             self._size = 0
-        exc = self._error if self._error is not None else self._write_error
+        exc = self._protocol_error  # a callback raised: that is why, not the reset it caused
         if exc is None:
-            exc = self._protocol_error
+            exc = self._error if self._error is not None else self._write_error
         try:
             protocol.stream_closed(exc)
         except Exception:
