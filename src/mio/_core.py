@@ -342,7 +342,10 @@ class SessionCore(Generic[S]):
         finally:
             stream._handler_task = None  # type: ignore[attr-defined]
             self._handler_finished(stream)
-            self._handler_done(task)  # type: ignore[arg-type]
+            tasks = self._handler_tasks  # _handler_done, inlined (once per stream)
+            tasks.discard(task)
+            if not tasks and self._handlers_deadline is not None:
+                self._handler_done(task)  # type: ignore[arg-type]
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handler_tasks.discard(task)

@@ -310,7 +310,8 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             StreamLimitError: stream ids are exhausted.
         """
         while True:
-            self._check_open()
+            if self._closed or self._closing:
+                self._check_open()
             if self._local_count < self._config.max_streams:
                 break
             fut = self._open_waiter
@@ -740,7 +741,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             # The stream counts against max_streams until its handler is done too, so a
             # peer that opens and resets in a loop cannot pile up handler tasks.
             stream._handled = True
-            self._start_handler(handler, stream)
+            self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
         elif self._protocol_factory is not None:
             try:
                 protocol = self._protocol_factory()
@@ -817,7 +818,14 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                     fut.set_result(None)
             elif not stream._handled:
                 self._remote_count -= 1
-        stream._on_finished()
+        # StreamCore._on_finished, inlined (once per stream)
+        stream._finished = True
+        if stream._linger is not None:
+            stream._linger.cancel()
+            stream._linger = None
+        fut = stream._finished_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
         if stream._protocol is not None:
             stream._notify_closed()
         if not self._streams and self._idle_waiter is not None and not self._idle_waiter.done():

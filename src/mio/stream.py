@@ -42,6 +42,8 @@ _DRAIN_YIELD = 256 * 1024
 _TAIL_LIMIT = 64 * 1024
 
 # Stream._protocol_state bits (streams served by a StreamProtocol)
+_KIND_DATA_HFR = 0x11  # wire.FrameKind.DATA_HFR
+
 _PROTO_PAUSED = 1  # pause_reading(): data stays in the stream
 _PROTO_EOF_SENT = 2  # eof_received() was called
 _PROTO_FAILED = 4  # a callback raised: nothing more is delivered
@@ -201,6 +203,24 @@ class Stream(StreamCore):
     # read, readexactly, readuntil, readline, at_eof, async iteration: see ReadSide.
     def _read_limit(self) -> int:
         return int(self._recv.window)
+
+    async def _wait(self, need: int = 1) -> None:
+        # ReadSide._wait with _before_wait inlined (once per read that waits)
+        if self._waiter is not None:
+            raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
+        fut = self._loop.create_future()
+        self._waiter = fut
+        try:
+            if self._protocol is not None:
+                self._before_wait(need)  # raises
+            recv = self._recv
+            if need > recv.available and recv.pending and not self._eof:
+                self._session._send_window_update(self._id, recv.flush())
+            if self._session._read_paused:
+                self._session._reader_waits()
+            await fut
+        finally:
+            self._waiter = None
 
     def _before_wait(self, need: int) -> None:
         if self._protocol is not None:
@@ -366,7 +386,13 @@ class Stream(StreamCore):
 
     def _end_local(self) -> None:
         self._local_ended = True
-        self._session._send_eof(self._id)
+        session = self._session
+        if session._last_data_sid == self._id:  # Session._send_eof's common case, inlined
+            # The last frame in the buffer is this stream's DATA: mark it HFR, no extra frame.
+            session._wbuf[session._last_data_flags] = _KIND_DATA_HFR
+            session._last_data_sid = 0
+        else:
+            session._send_eof(self._id)
         if self._eof:
             if self._protocol is not None and self._size:
                 return  # finished once resume_reading() delivered what is held
@@ -480,8 +506,10 @@ class Stream(StreamCore):
         if self._eof_queued:  # write_eof() came first
             if self._local_ended and not self._finished and not self._eof:
                 self._stop_peer()
-        else:
-            self.write_eof()
+        elif self._write_error is None:  # write_eof(), inlined
+            self._eof_queued = True
+            if not self._pending:
+                self._end_local()
         if not self._finished and self._linger is None and not self._local_ended:
             self._arm_linger()
 
@@ -574,12 +602,16 @@ class Stream(StreamCore):
                 else:
                     chunks.append(data)
                 self._size += n
+        w = self._waiter
         if end:
-            self._on_remote_end(None)
+            if not self._eof:  # _on_remote_end(None), inlined
+                self._eof = True
+                self._error = None
+            if w is not None and not w.done():
+                w.set_result(None)
             if self._local_ended:
                 self._session._finish(self)
             return
-        w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
