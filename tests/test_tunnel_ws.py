@@ -265,6 +265,9 @@ async def test_flow_control_both_ways() -> None:
 
     sender = _Recorder()
     async with ws_pair(receiver, lambda: sender) as (rx, tx):
+        # TUNNEL.md: at most 4 messages queued while the session does not read.
+        assert _ws.MAX_QUEUE == (4, 2)
+        assert rx.get_extra_info("websocket").max_queue_high == 4
         rx.pause_reading()
         assert not rx.is_reading()
         tx.set_write_buffer_limits(high=256 * 1024)
@@ -319,6 +322,18 @@ async def test_close_mapping() -> None:
         exc = await asyncio.wait_for(me.lost, 5)
         assert isinstance(exc, ConnectionResetError)
         assert "text message" in str(exc)
+
+    # TUNNEL.md: messages of at most 256 KiB; a larger one from the peer ends the link.
+    assert _ws.MAX_MESSAGE == 256 * 1024
+    me = _Recorder()
+    async with ws_pair(peer, lambda: me) as (theirs, mine):
+        await theirs.get_extra_info("websocket").send(bytes(_ws.MAX_MESSAGE))  # the limit: fine
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await theirs.get_extra_info("websocket").send(bytes(_ws.MAX_MESSAGE + 1))
+        exc = await asyncio.wait_for(me.lost, 5)
+        assert isinstance(exc, ConnectionResetError)
+        assert "1009 (message too big)" in str(exc)
+        assert len(me.data) == _ws.MAX_MESSAGE
 
 
 async def test_the_session_ends_when_the_websocket_closes() -> None:
