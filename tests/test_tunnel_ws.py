@@ -509,7 +509,11 @@ async def test_relay_side_errors_name_the_culprit(ws_tunnel: Tunnel, tmp_path: P
     tcp = await relay.port("relay listening on")
     # A wrong path: 404, said on both sides.
     path = ws_agent(ws_tunnel, f"{base}/nope", "--service", "a=127.0.0.1:1", name="path")
-    await _retried(path, "no WebSocket endpoint at /nope (HTTP 404): give --relay the path")
+    await _retried(
+        path,
+        "no WebSocket endpoint at /nope (HTTP 404: it says 'no mio tunnel at /nope: this "
+        "relay serves /mio-tunnel'): give --relay the path",
+    )
     await relay.wait_log("asked for '/nope', not --ws-path '/mio-tunnel'")
     # The relay's --listen port (raw mio) is not its WebSocket port.
     raw = ws_agent(ws_tunnel, f"ws://{HOST}:{tcp}/", "--service", "a=127.0.0.1:1", name="raw")
@@ -584,3 +588,42 @@ async def test_agent_over_ws_reconnects_after_the_relay_restarts(ws_tunnel: Tunn
         await second.line("relay websocket on")
         await agent.line("agent connected to", count=2, timeout=15)
         await roundtrip(public, 64 * 1024)
+
+
+# ============================================================================ relay admission
+async def test_ws_listener_caps_pending_connections_before_tls(tmp_path: Path) -> None:
+    """--ws-listen goes through the relay's admission: the pending caps hold (a connection
+    over them is reset before any TLS or HTTP state exists), and one --auth-timeout covers
+    TLS, the WebSocket upgrade and authentication."""
+    import ssl
+
+    from test_tunnel_hardening import assert_reset, eventually, running_relay
+
+    cert, key, ca = _tls_files(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with running_relay(
+        ssl=context, ws_port=0, auth_timeout=30, max_pending=4, max_pending_per_source=3
+    ) as relay:
+        port = relay.ws_port()
+        silent = [await asyncio.open_connection(HOST, port) for _ in range(3)]
+        await eventually(lambda: relay.stats()["pending"] == 3)
+        reader, writer = await asyncio.open_connection(HOST, port)
+        await assert_reset(reader)  # the fourth of 127.0.0.1
+        writer.close()
+        assert relay.counts["refused_pending"] == 1
+        for _, w in silent:
+            w.close()
+        await eventually(lambda: relay.stats()["pending"] == 0)
+        assert not relay._peers
+
+    client_ssl = ssl.create_default_context(cafile=ca)
+    async with running_relay(ssl=context, ws_port=0, auth_timeout=0.5) as relay:
+        # Upgraded, then silent: dropped when the one deadline expires.
+        connection = await ws_connect(
+            f"wss://{HOST}:{relay.ws_port()}{DEFAULT_PATH}", ssl=client_ssl, proxy=None, **_WS
+        )
+        await eventually(lambda: relay.stats()["pending"] == 1)
+        await asyncio.wait_for(connection.wait_closed(), 10)
+        await eventually(lambda: relay.stats()["pending"] == 0)
+        assert not relay._peers

@@ -119,8 +119,9 @@ async def dial(
         if response.status_code == 400 and TLS_REQUIRED_WS in body:
             raise Mismatch(TLS_REQUIRED_WS) from exc
         if response.status_code == 404:
+            said = f": it says {body!r}" if body else ""
             raise LinkError(
-                f"the relay has no WebSocket endpoint at {relay.path} (HTTP 404): "
+                f"the relay has no WebSocket endpoint at {relay.path} (HTTP 404{said}): "
                 "give --relay the path of the relay's --ws-path"
             ) from exc
         raise LinkError(
@@ -268,7 +269,7 @@ async def accept(
         wanted = urllib.parse.urlsplit(request.path).path
         if wanted != urllib.parse.urlsplit(path).path:
             refused.append(f"asked for {wanted!r}, not --ws-path {path!r}")
-            return conn.respond(404, f"no mio tunnel at {wanted}: this relay serves {path}\n")
+            return conn.respond(404, f"no mio tunnel at {wanted}: this relay serves {path}")
         return None
 
     try:
