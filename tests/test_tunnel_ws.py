@@ -603,7 +603,12 @@ async def test_ws_listener_caps_pending_connections_before_tls(tmp_path: Path) -
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     async with running_relay(
-        ssl=context, ws_port=0, auth_timeout=30, max_pending=4, max_pending_per_source=3
+        ssl=context,
+        ws_host=HOST,
+        ws_port=0,
+        auth_timeout=30,
+        max_pending=4,
+        max_pending_per_source=3,
     ) as relay:
         port = relay.ws_port()
         silent = [await asyncio.open_connection(HOST, port) for _ in range(3)]
@@ -618,7 +623,7 @@ async def test_ws_listener_caps_pending_connections_before_tls(tmp_path: Path) -
         assert not relay._peers
 
     client_ssl = ssl.create_default_context(cafile=ca)
-    async with running_relay(ssl=context, ws_port=0, auth_timeout=0.5) as relay:
+    async with running_relay(ssl=context, ws_host=HOST, ws_port=0, auth_timeout=0.5) as relay:
         # Upgraded, then silent: dropped when the one deadline expires.
         connection = await ws_connect(
             f"wss://{HOST}:{relay.ws_port()}{DEFAULT_PATH}", ssl=client_ssl, proxy=None, **_WS
