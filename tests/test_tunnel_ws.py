@@ -410,6 +410,8 @@ async def test_agent_and_forward_over_ws_carry_bulk_data_intact(ws_tunnel: Tunne
         _, samples = await scrape(agent_metrics)
         assert samples['mio_tunnel_agent_link_info{transport="ws",proxy="no"}'] == 1
         assert "plain WebSocket (ws://)" in agent.log
+        for proc in (relay, agent):  # -v: websockets' per-frame DEBUG lines only from -vv
+            assert "websockets" not in proc.log
         # Graceful end: every process exits 0.
         for proc in (forward, agent, relay):
             assert await proc.stop() == 0
@@ -443,6 +445,29 @@ async def test_wss_through_a_proxy_with_basic_auth(ws_tunnel: Tunnel, tmp_path: 
             "--proxy", proxy.url("alice:s3cret%3Ax"), name="pinned",
         )  # fmt: skip
         await pinned.line("agent connected to")
+
+
+@posix
+@pytest.mark.timeout(40)
+async def test_wss_through_a_proxy_on_uvloop(ws_tunnel: Tunnel, tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    cert, key, ca = _tls_files(tmp_path)
+    async with service(echo) as echo_addr, connect_proxy() as proxy:
+        relay, url = await ws_relay(
+            ws_tunnel, "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key,
+            "--loop", "uvloop",
+        )  # fmt: skip
+        agent = ws_agent(
+            ws_tunnel, url, "--service", f"echo={echo_addr}", "--tls-ca", ca,
+            "--proxy", proxy.url(), "--loop", "uvloop",
+        )  # fmt: skip
+        await agent.line("agent connected to")
+        port = await relay.port("public echo on")
+        await asyncio.gather(*(roundtrip(port, 1024 * 1024) for _ in range(3)))
+        for proc in (relay, agent):
+            assert "event loop: uvloop.Loop" in proc.log
+        for proc in (agent, relay):
+            assert await proc.stop() == 0
 
 
 @posix

@@ -586,6 +586,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------- commands
 def _setup_logging(args: argparse.Namespace) -> None:
     _clikit.setup_logging(args, "mio.tunnel")
+    # websockets logs every frame at DEBUG and each connection at INFO (the tunnel says
+    # what matters itself): its warnings by default, all of it from -vv.
+    library = logging.getLogger("mio").level
+    verbose = getattr(args, "verbose", 0) or 0
+    logging.getLogger("websockets").setLevel(
+        library if verbose >= 2 else max(library, logging.WARNING)
+    )
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") -> int:
