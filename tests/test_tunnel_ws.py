@@ -144,6 +144,19 @@ def test_ws_modules_name_the_extra_without_websockets() -> None:
     assert "pip install 'mio-mux[ws]'" in done.stderr
 
 
+def test_help_lists_the_websocket_options(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, needles in {
+        "relay": ["--ws-listen", "--ws-path", DEFAULT_PATH, "wss://"],
+        "agent": ["--relay", "ws://HOST[:PORT][/PATH]", "--proxy", "--no-proxy", "HTTPS_PROXY"],
+        "forward": ["ws://HOST[:PORT][/PATH]", "--proxy", "--no-proxy", "NO_PROXY"],
+    }.items():
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for needle in needles:
+            assert needle in text, (command, needle)
+
+
 # ============================================================================ the adapter
 @contextlib.asynccontextmanager
 async def ws_pair(server_protocol: Any, client_protocol: Any) -> AsyncIterator[Any]:

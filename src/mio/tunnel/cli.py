@@ -116,6 +116,11 @@ example (next to the service, behind the NAT):
 
 readiness line on stdout, after every successful (re)connection:
   agent connected to HOST:PORT
+  agent connected to wss://HOST:PORT/PATH via the proxy http://HOST:PORT   (WebSocket)
+
+through an HTTP proxy: --relay wss://relay.example.com/mio-tunnel (the relay's
+--ws-listen) with --proxy http://[USER:PASSWORD@]HOST:PORT, or $HTTPS_PROXY for wss://
+($HTTP_PROXY for ws://) unless $NO_PROXY lists the relay's host or --no-proxy is given.
 
 TLS: --tls-ca verifies the relay's certificate against a CA file (and the host name, or
 --server-name); --tls-fingerprint pins the relay's certificate by its SHA-256 (printed by

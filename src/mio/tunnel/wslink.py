@@ -35,6 +35,7 @@ try:
         InvalidProxyMessage,
         InvalidProxyStatus,
         InvalidStatus,
+        WebSocketException,
     )
     from websockets.http11 import Request, Response
     from websockets.protocol import State
@@ -135,6 +136,8 @@ async def dial(
         ) from exc
     except InvalidHandshake as exc:
         raise LinkError(f"WebSocket handshake failed: {exc}") from exc
+    except WebSocketException as exc:  # anything else websockets may say: still one line
+        raise LinkError(f"WebSocket connection failed: {exc}") from exc
     except ssl.SSLError as exc:
         if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
             raise LinkError(
