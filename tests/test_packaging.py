@@ -162,10 +162,14 @@ def test_entry_point(project: dict[str, Any]) -> None:
 
 def test_extras(project: dict[str, Any], metadata: importlib.metadata.PackageMetadata) -> None:
     extras = project["optional-dependencies"]
-    assert {"test", "bench", "quic", "docs", "dev"} <= set(extras)
+    assert {"test", "bench", "quic", "ws", "docs", "dev"} <= set(extras)
     assert {"test", "bench", "docs"} <= set(metadata.get_all("Provides-Extra") or [])
     test_reqs = {Requirement(r).name: Requirement(r) for r in extras["test"]}
     assert {"pytest", "hypothesis", "pytest-benchmark", "Cython", "setuptools"} <= set(test_reqs)
+    # CI installs only [test]: the WebSocket tunnel tests need what [ws] brings.
+    ws_reqs = {Requirement(r).name for r in extras["ws"]}
+    assert ws_reqs == {"websockets"}
+    assert ws_reqs <= set(test_reqs)
     # requires-python >= 3.11: tomllib is in the standard library, tomli is not needed.
     assert "tomli" not in test_reqs
     docs_reqs = {Requirement(r).name for r in extras["docs"]}

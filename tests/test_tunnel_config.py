@@ -27,6 +27,7 @@ from tunnel_util import tunnel as tunnel  # the fixture
 
 from mio.tunnel import cli
 from mio.tunnel.config import ConfigError
+from mio.tunnel.wsaddr import parse_relay_url
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -109,8 +110,20 @@ def test_the_example_files_are_valid(tmp_path: Path) -> None:
         if command == "relay":
             assert args.public == [("web", "0.0.0.0", 8080)]
             assert set(args.service_secrets) == {"db"}
+            assert args.ws_listen == ("0.0.0.0", 8443)
+            assert args.ws_path == "/mio-tunnel"
         else:
             assert args.service == [("web", "127.0.0.1", 8000)]
+            # Its commented WebSocket alternative is valid too.
+            ws = write(
+                tmp_path / "ws.toml",
+                example.replace("# relay = ", "relay = ", 1)
+                .replace('relay = "relay.example.com:7000"\n', "")
+                .replace("# proxy = ", "proxy = "),
+            )
+            args = resolve(command, "--config", ws)
+            assert args.relay == parse_relay_url("wss://relay.example.com:8443/mio-tunnel")
+            assert args.proxy == "http://user:password@proxy.example.com:3128"
 
 
 @posix

@@ -60,6 +60,17 @@ class Agent:
                 {(): 1.0 if self.link.session is not None else 0.0},
             ),
             (
+                "mio_tunnel_agent_link_info",
+                "gauge",
+                "How the link reaches the relay: transport tcp, tls, ws or wss; proxy yes/no.",
+                {
+                    (
+                        ("transport", self.link.options.transport),
+                        ("proxy", "yes" if self.link.options.proxy is not None else "no"),
+                    ): 1.0
+                },
+            ),
+            (
                 "mio_tunnel_agent_links_total",
                 "counter",
                 "Successful (re)connections to the relay.",

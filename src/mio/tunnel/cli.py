@@ -39,6 +39,7 @@ from .tls import (
     parse_fingerprint,
     relay_context,
 )
+from .wsaddr import DEFAULT_PATH, RelayURL, choose_proxy, parse_relay_url
 
 __all__ = ("add_parser", "build_parser", "main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_AUTH")
 
@@ -115,6 +116,11 @@ example (next to the service, behind the NAT):
 
 readiness line on stdout, after every successful (re)connection:
   agent connected to HOST:PORT
+  agent connected to wss://HOST:PORT/PATH via the proxy http://HOST:PORT   (WebSocket)
+
+through an HTTP proxy: --relay wss://relay.example.com/mio-tunnel (the relay's
+--ws-listen) with --proxy http://[USER:PASSWORD@]HOST:PORT, or $HTTPS_PROXY for wss://
+($HTTP_PROXY for ws://) unless $NO_PROXY lists the relay's host or --no-proxy is given.
 
 TLS: --tls-ca verifies the relay's certificate against a CA file (and the host name, or
 --server-name); --tls-fingerprint pins the relay's certificate by its SHA-256 (printed by
@@ -151,6 +157,15 @@ readiness lines on stdout:
 # ---------------------------------------------------------------------- argument types
 _arg_type = _clikit.arg_type
 _hostport = _arg_type(parse_hostport, "HOST:PORT")
+
+
+def _parse_relay(text: str) -> tuple[str | None, int] | RelayURL:
+    if "://" in text:
+        return parse_relay_url(text)
+    return parse_hostport(text)
+
+
+_relay = _arg_type(_parse_relay, "HOST:PORT or ws[s]://HOST[:PORT][/PATH]")
 _listen_hostport = _arg_type(lambda t: parse_hostport(t, listen=True), "HOST:PORT")
 _named = _arg_type(parse_named, "NAME=HOST:PORT")
 _listen_named = _arg_type(lambda t: parse_named(t, listen=True), "NAME=HOST:PORT")
@@ -284,9 +299,23 @@ def _add_dialer(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--relay",
         required=True,
-        type=_hostport,
-        metavar="HOST:PORT",
-        help="address of the relay's --listen port (required)",
+        type=_relay,
+        metavar="ADDRESS",
+        help="the relay (required): HOST:PORT of its --listen port, or the URL "
+        f"ws://HOST[:PORT][/PATH] or wss://... of its --ws-listen (path {DEFAULT_PATH} if "
+        "none is given; wss:// trusts the system's CAs unless --tls-ca/--tls-fingerprint)",
+    )
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="reach a ws:// or wss:// relay through this HTTP proxy (CONNECT): "
+        "http://[USER:PASSWORD@]HOST[:PORT] (default: $HTTPS_PROXY for wss://, $HTTP_PROXY "
+        "for ws://, unless $NO_PROXY lists the relay's host)",
+    )
+    group.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="ignore $HTTPS_PROXY/$HTTP_PROXY: connect to the relay directly",
     )
     group.add_argument(
         "--name",
@@ -361,9 +390,23 @@ def _add_commands(subparsers: Any, prefix: str) -> None:
         "repeat for more services",
     )
     group.add_argument(
+        "--ws-listen",
+        type=_listen_hostport,
+        metavar="HOST:PORT",
+        help="also accept agents and forwarders over WebSocket here (for those behind an "
+        "HTTP proxy): ws://, or wss:// with --tls-cert; same secret, limits and timeouts",
+    )
+    group.add_argument(
+        "--ws-path",
+        default=DEFAULT_PATH,
+        metavar="PATH",
+        help="the HTTP path of --ws-listen; other paths get 404 (default: %(default)s)",
+    )
+    group.add_argument(
         "--tls-cert",
         metavar="FILE",
-        help="serve TLS on --listen with this PEM certificate (chain); strongly advised",
+        help="serve TLS on --listen (and --ws-listen) with this PEM certificate (chain); "
+        "strongly advised",
     )
     group.add_argument(
         "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default: in that file)"
@@ -548,6 +591,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------- commands
 def _setup_logging(args: argparse.Namespace) -> None:
     _clikit.setup_logging(args, "mio.tunnel")
+    # websockets logs every frame at DEBUG and each connection at INFO (the tunnel says
+    # what matters itself): its warnings by default, all of it from -vv.
+    library = logging.getLogger("mio").level
+    verbose = getattr(args, "verbose", 0) or 0
+    logging.getLogger("websockets").setLevel(
+        library if verbose >= 2 else max(library, logging.WARNING)
+    )
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") -> int:
@@ -570,10 +620,39 @@ async def _logged(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) -> LinkOptions:
     """Raises ValueError/OSError/ssl.SSLError for unusable configuration."""
     secret = load_secret(args.secret_file, allow_insecure=args.insecure_secret_file)
-    host, port = args.relay
+    websocket, proxy = None, None
+    if isinstance(args.relay, RelayURL):
+        websocket = args.relay
+        host, port = websocket.host, websocket.port
+        tls_options = args.tls or args.tls_ca or args.tls_fingerprint
+        if tls_options and not websocket.secure:
+            raise ValueError(
+                f"--relay {websocket.url} is plain WebSocket: use wss:// with --tls, "
+                "--tls-ca or --tls-fingerprint"
+            )
+        if websocket.secure:
+            args.tls = True  # wss:// alone trusts the system's CAs
+        try:
+            from . import wslink  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"--relay {websocket.url}: {exc}") from None
+        proxy = choose_proxy(websocket, args.proxy, no_proxy=args.no_proxy)
+        if proxy is not None and args.proxy is None:
+            log.info("reaching the relay through the proxy %s (from the environment)", proxy)
+    else:
+        host, port = args.relay
+        if args.proxy:
+            raise ValueError(
+                "--proxy needs a WebSocket relay: --relay ws://HOST:PORT/PATH or wss://..."
+            )
     context = None
     if args.tls or args.tls_ca or args.tls_fingerprint:
         context = dialer_context(args.tls_ca, args.tls_fingerprint)
+    elif websocket is not None:
+        log.warning(
+            "the relay link is plain WebSocket (ws://): tunneled data is not encrypted "
+            "(use wss:// and a relay with --tls-cert)"
+        )
     else:
         log.warning(
             "the relay link is plain TCP: tunneled data is not encrypted (use --tls-ca "
@@ -597,6 +676,8 @@ def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) 
         keepalive=args.keepalive or None,
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
+        websocket=websocket,
+        proxy=proxy,
     )
 
 
@@ -663,6 +744,13 @@ def run_relay(args: argparse.Namespace) -> int:
             binding = certificate_digest(args.tls_cert)
         elif args.tls_key:
             raise ValueError("--tls-key needs --tls-cert")
+        if not args.ws_path.startswith("/"):
+            raise ValueError(f"--ws-path {args.ws_path!r} must start with /")
+        if args.ws_listen is not None:
+            try:
+                from . import wslink  # noqa: F401
+            except ImportError as exc:
+                raise ValueError(f"--ws-listen: {exc}") from None
         if args.max_pending_per_source > args.max_pending:
             raise ValueError("--max-pending-per-source must not be larger than --max-pending")
     except (ValueError, OSError) as exc:
@@ -690,6 +778,9 @@ def run_relay(args: argparse.Namespace) -> int:
         auth_failures=args.auth_failures,
         auth_failure_window=args.auth_failure_window,
         service_secrets=args.service_secrets,
+        ws_host=args.ws_listen[0] if args.ws_listen is not None else None,
+        ws_port=args.ws_listen[1] if args.ws_listen is not None else None,
+        ws_path=args.ws_path,
     )
 
     async def relay_main() -> int:

@@ -36,6 +36,7 @@ from .auth import (
 from .lifecycle import announce
 from .protocol import TunnelProtocolError
 from .tls import format_fingerprint, peer_certificate_digest
+from .wsaddr import Proxy, RelayURL
 
 __all__ = ("Backoff", "LinkOptions", "Link", "EXIT_AUTH", "EXIT_CONFIG")
 
@@ -90,10 +91,23 @@ class LinkOptions:
     keepalive: float | None = 15.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    #: Reach the relay over WebSocket at this URL (its ``--ws-listen``) instead of TCP.
+    websocket: RelayURL | None = None
+    #: The HTTP proxy of a WebSocket link (see :func:`.wsaddr.choose_proxy`).
+    proxy: Proxy | None = None
 
     @property
     def address(self) -> str:
+        if self.websocket is not None:
+            return self.websocket.url
         return format_address((self.host, self.port))
+
+    @property
+    def transport(self) -> str:
+        """``tcp``, ``tls``, ``ws`` or ``wss``: how the link reaches the relay."""
+        if self.websocket is not None:
+            return "wss" if self.websocket.secure else "ws"
+        return "tls" if self.ssl is not None else "tcp"
 
     def session_config(self) -> Config:
         if self.keepalive:
@@ -187,7 +201,8 @@ class Link:
                 self._session = session
                 self.connections += 1
                 self._ready.set()
-                announce(f"{opts.role} connected to {opts.address}")
+                via = f" via the proxy {opts.proxy}" if opts.proxy is not None else ""
+                announce(f"{opts.role} connected to {opts.address}{via}")
                 up_since = loop.time()
                 closed = loop.create_task(session.wait_closed())
                 await asyncio.wait({closed, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -225,22 +240,9 @@ class Link:
         deadline = loop.time() + opts.auth_timeout  # one timer: connect, TLS, authentication
         verdict: asyncio.Future[bool] = loop.create_future()
         handler = functools.partial(self._serve, verdict) if self._handler is not None else None
-        kwargs: dict[str, Any] = {}
-        if opts.ssl is not None:
-            kwargs["ssl_handshake_timeout"] = opts.auth_timeout
-            if opts.server_name:
-                kwargs["server_hostname"] = opts.server_name
         try:
             session = await asyncio.wait_for(
-                connect(
-                    opts.host,
-                    opts.port,
-                    ssl=opts.ssl,
-                    config=opts.session_config(),
-                    handler=handler if handler is not None else _refuse,
-                    **kwargs,
-                ),
-                opts.auth_timeout,
+                self._dial(handler if handler is not None else _refuse), opts.auth_timeout
             )
         except BaseException:
             verdict.cancel()
@@ -290,6 +292,30 @@ class Link:
                 welcome.keepalive,
             )
         return session
+
+    async def _dial(self, handler: StreamHandler) -> Session:
+        """The session to the relay, over TCP (TLS) or WebSocket, not yet authenticated."""
+        opts = self.options
+        config = opts.session_config()
+        if opts.websocket is not None:
+            from . import wslink  # needs websockets: checked at startup by the command line
+
+            return await wslink.dial(
+                opts.websocket,
+                opts.proxy,
+                opts.ssl,
+                opts.server_name,
+                lambda: Session(client=True, config=config, handler=handler),
+                close_timeout=config.close_timeout,
+            )
+        kwargs: dict[str, Any] = {}
+        if opts.ssl is not None:
+            kwargs["ssl_handshake_timeout"] = opts.auth_timeout
+            if opts.server_name:
+                kwargs["server_hostname"] = opts.server_name
+        return await connect(
+            opts.host, opts.port, ssl=opts.ssl, config=config, handler=handler, **kwargs
+        )
 
     def _why(self, exc: BaseException) -> str:
         cause = exc.__cause__

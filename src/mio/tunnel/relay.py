@@ -45,6 +45,7 @@ from .metrics import Metric
 from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 from .registry import Registry
+from .wsaddr import DEFAULT_PATH
 
 __all__ = ("RelayOptions", "Relay", "OpenError", "ListenError", "TLS_REQUIRED")
 
@@ -74,6 +75,10 @@ class RelayOptions:
     auth_failures: int = 5
     auth_failure_window: float = 60.0
     service_secrets: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    #: ``--ws-listen``: also accept agents and forwarders over WebSocket (TLS with ``ssl``).
+    ws_host: str | None = None
+    ws_port: int | None = None
+    ws_path: str = DEFAULT_PATH
 
 
 class OpenError(Exception):
@@ -87,9 +92,13 @@ class OpenError(Exception):
 class _Peer:
     """A session on the agent listener: an agent or forwarder, authenticated or not."""
 
-    def __init__(self, session: Session, address: str | None = None) -> None:
+    def __init__(
+        self, session: Session, address: str | None = None, transport: str = "tcp"
+    ) -> None:
         self.session = session
         self._address = address
+        #: ``tcp`` (``--listen``) or ``websocket`` (``--ws-listen``).
+        self.transport = transport
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.control_seen = False
         self.role = ""
@@ -206,12 +215,31 @@ class Relay:
             self._public_ports[name] = server
             for sock in server.sockets:
                 lines.append(f"public {name} on {format_address(sock.getsockname())}")
-        for sock in listener.sockets:
+        accepting = [(sock, False) for sock in listener.sockets]
+        ws_port = opts.ws_port
+        if ws_port is not None:
+            from . import wslink  # noqa: F401  (needs websockets: fail before binding)
+
+            ws_listener = await listen(
+                "--ws-listen",
+                opts.ws_host,
+                ws_port,
+                lambda: loop.create_server(
+                    asyncio.Protocol, opts.ws_host, ws_port, start_serving=False
+                ),
+            )
+            self._listeners.append(ws_listener)
+            scheme = "wss" if opts.ssl is not None else "ws"
+            for sock in ws_listener.sockets:
+                where = format_address(sock.getsockname())
+                lines.append(f"relay websocket on {scheme}://{where}{opts.ws_path}")
+                accepting.append((sock, True))
+        for sock, websocket in accepting:
             dup = sock.dup()
             dup.setblocking(False)
             dup.listen(BACKLOG)  # start_serving=False: asyncio has not called listen()
             self._accept_socks.append(dup)
-            task = loop.create_task(self._accept_loop(dup))
+            task = loop.create_task(self._accept_loop(dup, websocket))
             self._accept_tasks.add(task)
         for line in lines:
             announce(line)
@@ -221,6 +249,12 @@ class Relay:
         service (after :meth:`start`; handy with port 0)."""
         server = self._listeners[0] if public is None else self._public_ports[public]
         return int(server.sockets[0].getsockname()[1])
+
+    def ws_port(self) -> int:
+        """The port of ``--ws-listen`` (after :meth:`start`)."""
+        if self.options.ws_port is None:
+            raise ValueError("the relay has no WebSocket listener")
+        return int(self._listeners[1].sockets[0].getsockname()[1])
 
     @property
     def connections(self) -> int:
@@ -253,6 +287,13 @@ class Relay:
             for key, value in c.items()
             if key.startswith("refused_")
         }
+        links: dict[tuple[tuple[str, str], ...], float] = {
+            (("transport", "tcp"),): 0.0,
+            (("transport", "websocket"),): 0.0,
+        }
+        for peer in self._peers.values():
+            if peer.ready.done() and peer.ready.result():
+                links[(("transport", peer.transport),)] += 1
         return [
             (
                 "mio_tunnel_agents",
@@ -273,6 +314,12 @@ class Relay:
                 {(): stats["services"]},
             ),
             ("mio_tunnel_service_agents", "gauge", "Agents serving each service.", per_service),
+            (
+                "mio_tunnel_links",
+                "gauge",
+                "Authenticated agents and forwarders by link: --listen (tcp) or --ws-listen.",
+                links,
+            ),
             (
                 "mio_tunnel_pending",
                 "gauge",
@@ -344,7 +391,7 @@ class Relay:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
     # ------------------------------------------------------------------ admission
-    async def _accept_loop(self, sock: socket.socket) -> None:
+    async def _accept_loop(self, sock: socket.socket, websocket: bool = False) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -358,7 +405,7 @@ class Relay:
                 await asyncio.sleep(0.5)
                 continue
             conn.setblocking(False)
-            task = loop.create_task(self._admit(conn, address))
+            task = loop.create_task(self._admit(conn, address, websocket))
             self._admitting.add(task)
             task.add_done_callback(self._admitting.discard)
 
@@ -367,9 +414,10 @@ class Relay:
         self._refusal_log.hit(origin, why)
         reset(sock)
 
-    async def _admit(self, sock: socket.socket, address: Any) -> None:
-        """Accepted on the agent listener: limits, TLS, authentication, then serve the
-        session until it closes. One deadline covers everything up to authentication."""
+    async def _admit(self, sock: socket.socket, address: Any, websocket: bool = False) -> None:
+        """Accepted on the agent listener (``--ws-listen`` with ``websocket``): limits, TLS,
+        (the WebSocket handshake,) authentication, then serve the session until it closes.
+        One deadline covers everything up to authentication."""
         opts = self.options
         loop = asyncio.get_running_loop()
         deadline = loop.time() + opts.auth_timeout
@@ -398,7 +446,8 @@ class Relay:
         pending = True
         session: Session | None = None
         try:
-            session = await self._open_session(sock, origin, deadline)
+            opening = self._open_ws_session if websocket else self._open_session
+            session = await opening(sock, origin, deadline)
             if session is None:
                 return
             peer = self._peers[session]
@@ -514,6 +563,32 @@ class Relay:
             if not connected:  # the session never got its transport: forget it
                 for unborn in made:
                     self._peers.pop(unborn, None)
+        return session
+
+    async def _open_ws_session(
+        self, sock: socket.socket, origin: str, deadline: float
+    ) -> Session | None:
+        """Like :meth:`_open_session`, for ``--ws-listen``: TLS, the WebSocket handshake,
+        then the mio session over it (see :mod:`.wslink`)."""
+        from .._ws import attach
+        from . import wslink
+
+        loop = asyncio.get_running_loop()
+        connection = await wslink.accept(
+            sock,
+            origin,
+            path=self.options.ws_path,
+            context=self.options.ssl,
+            timeout=max(0.0, deadline - loop.time()),
+            close_timeout=self._config.close_timeout,
+        )
+        if connection is None:
+            return None
+        session = Session(
+            client=False, config=self._config, handler=self._on_stream, budget=self._budget
+        )
+        self._peers[session] = _Peer(session, origin, "websocket")
+        attach(connection, session)
         return session
 
     # ------------------------------------------------------------------ agent sessions
