@@ -4,6 +4,8 @@
 Both must behave identically (the test suite runs every window test against each).
 """
 
+cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
 
@@ -18,7 +20,25 @@ __all__ = ("SendWindow", "RecvWindow")
 cdef enum:
     C_MAX_WINDOW = 0x7FFFFFFF
 
+# Stands for any integer outside int64 in the range checks below (which all bound values
+# within 0..2**31): C comparisons give the same verdicts as Python's on the real value.
+cdef int64_t C_HUGE = (<int64_t>1) << 62
 
+
+cdef inline int64_t _clamp(object i) except? -1:
+    """The value of the Python int ``i`` (already ``PyNumber_Index``-ed), or +/-``C_HUGE``
+    if it does not fit in 64 bits."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(i, &overflow)
+    if overflow > 0:
+        return C_HUGE
+    if overflow < 0:
+        return -C_HUGE
+    return v
+
+
+@cython.final
+@cython.freelist(64)
 cdef class SendWindow:
     """Credit this side may still send on a stream.
 
@@ -30,9 +50,10 @@ cdef class SendWindow:
 
     def __init__(self, initial):
         initial = PyNumber_Index(initial)
-        if not 0 <= initial <= C_MAX_WINDOW:
+        cdef int64_t v = _clamp(initial)
+        if not 0 <= v <= C_MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 0..{MAX_WINDOW}")
-        self._available = initial
+        self._available = v
 
     @property
     def available(self):
@@ -41,14 +62,14 @@ cdef class SendWindow:
 
     def reserve(self, n):
         """Take up to ``n`` bytes of credit; return how many may be sent now (maybe 0)."""
-        n = PyNumber_Index(n)
-        if n < 0:
+        cdef int64_t k = _clamp(PyNumber_Index(n))
+        if k < 0:
             raise ValueError("cannot reserve a negative number of bytes")
         cdef int64_t take
-        if n > self._available:
+        if k > self._available:
             take = self._available
         else:
-            take = n
+            take = k
         self._available -= take
         return take
 
@@ -59,17 +80,20 @@ cdef class SendWindow:
             FlowControlError: the window would exceed the protocol limit ``MAX_WINDOW``.
         """
         increment = PyNumber_Index(increment)
-        if increment < 0:
+        cdef int64_t k = _clamp(increment)
+        if k < 0:
             raise ValueError("window increment must not be negative")
-        if increment > C_MAX_WINDOW - self._available:
+        if k > C_MAX_WINDOW - self._available:
             raise FlowControlError(
                 f"window update of {increment} overflows the send window "
                 f"({self._available} + {increment} > {MAX_WINDOW})"
             )
-        self._available += <int64_t>increment
+        self._available += k
         return self._available
 
 
+@cython.final
+@cython.freelist(64)
 cdef class RecvWindow:
     """Receive-side accounting of one stream, with batched updates and auto-tuning.
 
@@ -97,13 +121,15 @@ cdef class RecvWindow:
         if max_window is None:
             max_window = initial
         max_window = PyNumber_Index(max_window)
-        if not 0 < initial <= C_MAX_WINDOW:
+        cdef int64_t i = _clamp(initial)
+        cdef int64_t m = _clamp(max_window)
+        if not 0 < i <= C_MAX_WINDOW:
             raise ValueError(f"initial window {initial} out of range 1..{MAX_WINDOW}")
-        if not initial <= max_window <= C_MAX_WINDOW:
+        if not i <= m <= C_MAX_WINDOW:
             raise ValueError(f"max window {max_window} out of range {initial}..{MAX_WINDOW}")
-        self._window = initial
-        self._max_window = max_window
-        self._available = initial
+        self._window = i
+        self._max_window = m
+        self._available = i
         self._buffered = 0
         self._pending = 0
 
@@ -139,23 +165,23 @@ cdef class RecvWindow:
             FlowControlError: the peer sent more than its window allows.
         """
         n = PyNumber_Index(n)
-        if n < 0:
+        cdef int64_t k = _clamp(n)
+        if k < 0:
             raise ValueError("cannot receive a negative number of bytes")
-        if n > self._available:
+        if k > self._available:
             raise FlowControlError(
                 f"peer sent {n} bytes with only {self._available} bytes of window left"
             )
-        cdef int64_t k = n
         self._available -= k
         self._buffered += k
 
     def consume(self, n):
         """Account ``n`` bytes read by the application; return the increment to send, or 0."""
         n = PyNumber_Index(n)
-        if not 0 <= n <= self._buffered:
-            raise ValueError(f"cannot consume {n} bytes, {self._buffered} are buffered")
-        cdef int64_t k = n
+        cdef int64_t k = _clamp(n)
         cdef int64_t grown
+        if not 0 <= k <= self._buffered:
+            raise ValueError(f"cannot consume {n} bytes, {self._buffered} are buffered")
         self._buffered -= k
         cdef int64_t pending = self._pending + k
         cdef int64_t window = self._window

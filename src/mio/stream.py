@@ -113,7 +113,9 @@ class Stream(StreamCore):
         self._eof = False  # the peer's direction has ended (no more data will come)
         self._error: BaseException | None = None  # raised by reads once the buffer is drained
         self._waiter: asyncio.Future[None] | None = None
-        self._pending: collections.deque[bytes | memoryview] = collections.deque()
+        # Writes waiting for window or transport, oldest first; made on first use (most
+        # streams never queue, and a deque costs as much to make as the rest of a stream).
+        self._pending: collections.deque[bytes | memoryview] | None = None
         self._pending_size = 0
         self._eof_queued = False  # write_eof() called (HFR sent or queued behind pending data)
         self._local_ended = False  # our direction has ended on the wire (HFR or RST sent)
@@ -353,7 +355,10 @@ class Stream(StreamCore):
             rest: bytes | memoryview = memoryview(data)[start:] if start else data
         else:
             rest = bytes(data[start:])  # snapshot of a mutable buffer
-        self._pending.append(rest)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = collections.deque()
+        pending.append(rest)
         n = len(rest)
         self._pending_size += n
         session = self._session
@@ -807,6 +812,7 @@ class Stream(StreamCore):
         """Writes can never be sent any more: drop them and wake every waiter."""
         if self._pending_size:
             self._unqueue(self._pending_size)
-        self._pending.clear()
+        if self._pending is not None:
+            self._pending.clear()
         self._wake()
         self._wake_drain()
