@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -167,6 +168,39 @@ async def test_no_task_per_idle_tunneled_connection() -> None:
         assert len(live_pipes(relay)) == len(live_pipes(agent)) == 50
         for _, writer in held:
             writer.close()
+        await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
+
+
+#: docs/TUNNEL.md: "under 16 KiB per idle tunneled connection" (target (d) of issue 17).
+IDLE_CONNECTION_BUDGET = 16 * 1024
+
+
+async def test_an_idle_tunneled_connection_costs_under_16_kib() -> None:
+    """Python memory per idle connection, relay and agent and both services' ends (the
+    echo service's transport, the client's socket) included: an upper bound of what the
+    tunnel holds, deterministic where RSS is not."""
+    loop = asyncio.get_running_loop()
+    async with tunnel(max_source_connections=1000) as (relay, agent, port, _):
+        (await ping(port))[1].close()
+        await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
+        socks = []
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(200):
+                sock = socket.socket()
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (HOST, port))
+                await loop.sock_sendall(sock, b"p")
+                assert await asyncio.wait_for(loop.sock_recv(sock, 1), 5) == b"p"
+                socks.append(sock)
+            await eventually(lambda: len(agent._tracker) == 200)
+            per_connection = (tracemalloc.get_traced_memory()[0] - before) / 200
+        finally:
+            tracemalloc.stop()
+        assert per_connection < IDLE_CONNECTION_BUDGET, per_connection
+        for sock in socks:
+            sock.close()
         await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
 
 
