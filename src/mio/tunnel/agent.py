@@ -144,7 +144,8 @@ class Agent:
     async def _serve(self, stream: Stream) -> None:
         opts = self.options
         try:
-            request = await asyncio.wait_for(read_message(stream, "open"), opts.link.auth_timeout)
+            async with asyncio.timeout(opts.link.auth_timeout):  # (no task, as wait_for)
+                request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
             origin = str(request.get("peer", "?"))[:200]
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
@@ -161,9 +162,8 @@ class Agent:
         pipes = self._tracker.pipes
         loop = asyncio.get_running_loop()
         try:
-            _, end = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpEnd(pipes), host, port), opts.connect_timeout
-            )
+            async with asyncio.timeout(opts.connect_timeout):
+                _, end = await loop.create_connection(lambda: TcpEnd(pipes), host, port)
         except asyncio.TimeoutError:
             text = f"timed out connecting to {address} after {opts.connect_timeout:g} s"
         except OSError as exc:

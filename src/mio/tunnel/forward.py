@@ -107,9 +107,8 @@ class Forwarder:
             return
         try:
             write_message(stream, {"type": "open", "service": opts.service, "peer": origin})
-            reply = await asyncio.wait_for(
-                read_message(stream, "opened", "error"), max(0.0, deadline - loop.time())
-            )
+            async with asyncio.timeout_at(deadline):  # (no task, as wait_for)
+                reply = await read_message(stream, "opened", "error")
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: opening %r failed: %s", origin, opts.service, exc or "timed out")
             stream.reset(ErrorCode.INTERNAL_ERROR)

@@ -731,9 +731,8 @@ class Relay:
             raise OpenError("unavailable", f"{peer}: {exc}") from None
         try:
             write_message(stream, {"type": "open", "service": name, "peer": origin})
-            reply = await asyncio.wait_for(
-                read_message(stream, "opened", "error"), self.options.open_timeout
-            )
+            async with asyncio.timeout(self.options.open_timeout):  # (no task, as wait_for)
+                reply = await read_message(stream, "opened", "error")
         except asyncio.TimeoutError:
             stream.reset(ErrorCode.INTERNAL_ERROR)
             raise OpenError(
@@ -832,9 +831,8 @@ class Relay:
 
     async def _serve_forwarder(self, forwarder: _Peer, stream: Stream) -> None:
         try:
-            request = await asyncio.wait_for(
-                read_message(stream, "open"), self.options.open_timeout
-            )
+            async with asyncio.timeout(self.options.open_timeout):
+                request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: bad open request: %s", forwarder, exc or "timed out")
