@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 from test_tunnel_hardening import eventually, running_agent, running_relay
-from tunnel_util import HOST
+from tunnel_util import HOST, SECRET
 
 from mio.tunnel.agent import Agent
+from mio.tunnel.forward import Forwarder, ForwardOptions
+from mio.tunnel.link import LinkOptions
 from mio.tunnel.pipe import CHUNK_SIZE, Pipe, StreamEnd, TcpEnd
 from mio.tunnel.relay import Relay
 
+KEY = SECRET.encode()
 #: Bytes a sender may push into a tunnel whose receiver does not read before it must
 #: block: far more than every buffer on the way (kernel buffers of four sockets, a
 #: stream window, a transport high-water mark) together.
@@ -444,3 +447,69 @@ async def test_200_concurrent_connections_arrive_intact() -> None:
             == relay.counts["bytes_out"]
             == sum(1000 + 997 * i for i in range(200))
         )
+
+
+# ============================================================================ forwarder
+@contextlib.asynccontextmanager
+async def forwarder(relay: Relay) -> AsyncIterator[tuple[Forwarder, int]]:
+    link = LinkOptions(
+        host=HOST, port=relay.port(), secret=KEY, role="forward", name="fwd", keepalive=None
+    )
+    fwd = Forwarder(ForwardOptions(link=link, host=HOST, port=0, service="svc"))
+    await fwd.start()
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(fwd.run(stop))
+    try:
+        await fwd.link.wait_ready(10)
+        assert fwd._server is not None
+        yield fwd, fwd._server.sockets[0].getsockname()[1]
+    finally:
+        stop.set()
+        await task
+        await fwd.shutdown(0)
+
+
+async def test_the_relay_splices_forwarded_streams_with_flow_control_and_resets() -> None:
+    """Forwarder -> relay -> agent: the relay's pipe joins two streams. A service that
+    does not read holds the forward client back, the relay's buffers stay bounded, the
+    data arrives intact, and a reset of the client reaches the service as a reset."""
+    paused: list[Service] = []
+
+    def stall(svc: Service) -> None:
+        assert svc.transport is not None
+        svc.transport.pause_reading()
+        paused.append(svc)
+
+    async with tunnel(stall) as (relay, _agent, _, made), forwarder(relay) as (fwd, port):
+        _reader, writer = await asyncio.open_connection(HOST, port)
+        sent = [0]
+        block = os.urandom(1024 * 1024)
+
+        async def push() -> None:
+            while sent[0] < FLOOD:
+                writer.write(block)
+                await writer.drain()
+                sent[0] += len(block)
+
+        pusher = asyncio.ensure_future(push())
+        total = await settle(lambda: sent[0])
+        assert not pusher.done(), "the forward client was never held back"
+        assert 0 < total < FLOOD
+        (splice,) = live_pipes(relay)
+        assert isinstance(splice.a, StreamEnd)
+        assert isinstance(splice.b, StreamEnd)
+        held = splice.a.stream.buffered + splice.b.stream.write_pending
+        assert held <= PROCESS_BOUND, held
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await pusher
+        (svc,) = paused
+        assert svc.transport is not None
+        svc.transport.resume_reading()
+        await eventually(lambda: len(svc.received) >= 4 * len(block), 10)
+        assert bytes(svc.received[: 4 * len(block)]) == block * 4
+        rst(writer)
+        exc = await asyncio.wait_for(svc.lost, 5)
+        assert isinstance(exc, ConnectionResetError), exc
+        await eventually(lambda: relay.connections == 0 and len(fwd._tracker) == 0)
+        assert made == [svc]
