@@ -25,7 +25,7 @@ from tunnel_util import HOST, SECRET
 from mio.tunnel.agent import Agent
 from mio.tunnel.forward import Forwarder, ForwardOptions
 from mio.tunnel.link import LinkOptions
-from mio.tunnel.pipe import CHUNK_SIZE, Pipe, StreamEnd, TcpEnd
+from mio.tunnel.pipe import CHUNK_SIZE, Pipe, Pipes, StreamEnd, TcpEnd
 from mio.tunnel.relay import Relay
 
 KEY = SECRET.encode()
@@ -53,8 +53,7 @@ class Service(asyncio.Protocol):
         self.on_resume: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop: no asyncio.Transport)
         if self.on_made is not None:
             self.on_made(self)
 
@@ -159,7 +158,7 @@ async def settle(count: Callable[[], int]) -> int:
 
 
 # ============================================================================ tasks
-async def test_no_task_per_idle_tunneled_connection() -> None:
+async def test_no_task_per_idle_tunneled_connection(loop_kind: str) -> None:
     async with tunnel() as (relay, agent, port, _):
         (await ping(port))[1].close()  # warm up: whatever per-link task exists, exists now
         await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
@@ -208,7 +207,38 @@ async def test_an_idle_tunneled_connection_costs_under_16_kib() -> None:
 
 
 # ============================================================================ flow control
-async def test_a_public_client_that_does_not_read_holds_the_service_back() -> None:
+async def test_before_the_tunnel_is_open_at_most_one_read_waits(loop_kind: str) -> None:
+    """A TCP end reads nothing until its pipe is attached, whatever the client sends
+    (uvloop reads once after ``connection_made`` although it was paused: one read waits,
+    and reading stops again)."""
+    loop = asyncio.get_running_loop()
+    pipes = Pipes()
+    ends: list[TcpEnd] = []
+
+    def factory() -> TcpEnd:
+        ends.append(TcpEnd(pipes))
+        return ends[-1]
+
+    server = await loop.create_server(factory, HOST, 0)
+    _, writer = await asyncio.open_connection(HOST, server.sockets[0].getsockname()[1])
+    try:
+        writer.write(b"x" * (16 * 1024 * 1024))
+        await eventually(lambda: len(ends) == 1)
+        await asyncio.sleep(0.3)
+        (end,) = ends
+        assert end.transport is not None
+        waiting = sum(len(e) for e in end._early or [] if isinstance(e, bytes))
+        reading = end.transport.is_reading()
+    finally:
+        for each in ends:
+            each.abort()
+        writer.transport.abort()
+        server.close()
+    assert not reading
+    assert waiting <= CHUNK_SIZE, waiting
+
+
+async def test_a_public_client_that_does_not_read_holds_the_service_back(loop_kind: str) -> None:
     """The service floods, the public client reads nothing: the service must block,
     and what relay and agent buffer for the connection stays bounded."""
     sent = [0]
@@ -253,12 +283,13 @@ async def test_a_public_client_that_does_not_read_holds_the_service_back() -> No
         rst(writer)
 
 
-async def test_a_service_that_does_not_read_holds_the_public_client_back() -> None:
+async def test_a_service_that_does_not_read_holds_the_public_client_back(loop_kind: str) -> None:
     paused: list[Service] = []
 
     def stall(svc: Service) -> None:
         assert svc.transport is not None
-        svc.transport.pause_reading()  # a service that reads nothing
+        # a service that reads nothing (soon: uvloop reads after connection_made anyway)
+        asyncio.get_running_loop().call_soon(svc.transport.pause_reading)
         paused.append(svc)
 
     async with tunnel(stall) as (relay, agent, port, _):
@@ -298,7 +329,7 @@ async def test_a_service_that_does_not_read_holds_the_public_client_back() -> No
 
 
 # ============================================================================ half-close
-async def test_half_close_from_the_client_then_the_service_answers() -> None:
+async def test_half_close_from_the_client_then_the_service_answers(loop_kind: str) -> None:
     def answer_after_eof(svc: Service) -> None:
         async def run() -> None:
             await svc.eof
@@ -319,7 +350,7 @@ async def test_half_close_from_the_client_then_the_service_answers() -> None:
         assert relay.counts["bytes_out"] == 15
 
 
-async def test_half_close_from_the_service_while_the_client_still_sends() -> None:
+async def test_half_close_from_the_service_while_the_client_still_sends(loop_kind: str) -> None:
     def greet_and_end(svc: Service) -> None:
         assert svc.transport is not None
         svc.transport.write(b"hello")
@@ -339,8 +370,32 @@ async def test_half_close_from_the_service_while_the_client_still_sends() -> Non
         await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
 
 
+async def test_what_the_service_sends_at_once_arrives_and_the_connection_goes_on(
+    loop_kind: str,
+) -> None:
+    """A service that speaks first (a banner): its bytes may be read before the pipe
+    exists (uvloop reads once before ``connection_made``); they arrive first, and the
+    connection keeps flowing both ways."""
+
+    def banner_then_echo(svc: Service) -> None:
+        assert svc.transport is not None
+        svc.transport.write(b"220 hello\r\n")
+        svc.on_made = None  # from now on: echo
+
+    async with tunnel(banner_then_echo) as (relay, agent, port, _):
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            assert await asyncio.wait_for(reader.readexactly(11), 5) == b"220 hello\r\n"
+            writer.write(b"more")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"more"
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
+
+
 # ============================================================================ resets
-async def test_a_client_reset_resets_the_service_connection() -> None:
+async def test_a_client_reset_resets_the_service_connection(loop_kind: str) -> None:
     async with tunnel(lambda svc: None) as (relay, agent, port, made):
         _reader, writer = await asyncio.open_connection(HOST, port)
         writer.write(b"x" * 1000)
@@ -352,7 +407,7 @@ async def test_a_client_reset_resets_the_service_connection() -> None:
         await eventually(lambda: relay.connections == 0 and len(agent._tracker) == 0)
 
 
-async def test_a_service_reset_mid_transfer_resets_the_client() -> None:
+async def test_a_service_reset_mid_transfer_resets_the_client(loop_kind: str) -> None:
     def half_then_reset(svc: Service) -> None:
         assert svc.transport is not None
         svc.transport.write(b"partial answer")
@@ -421,7 +476,7 @@ async def test_one_sweeper_resets_quiet_and_trickling_connections_only() -> None
 
 # ============================================================================ load
 @pytest.mark.timeout(60)
-async def test_200_concurrent_connections_arrive_intact() -> None:
+async def test_200_concurrent_connections_arrive_intact(loop_kind: str) -> None:
     async with tunnel(max_source_connections=1000, max_connections=1000) as (relay, agent, port, _):
 
         async def one(i: int) -> None:
@@ -477,7 +532,7 @@ async def test_the_relay_splices_forwarded_streams_with_flow_control_and_resets(
 
     def stall(svc: Service) -> None:
         assert svc.transport is not None
-        svc.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(svc.transport.pause_reading)
         paused.append(svc)
 
     async with tunnel(stall) as (relay, _agent, _, made), forwarder(relay) as (fwd, port):

@@ -90,7 +90,7 @@ class TcpEnd(asyncio.BufferedProtocol):
         self._pipe: Pipe | None = None
         self._on_made = on_made
         self._full = False  # the transport called pause_writing()
-        self._early: list[Any] | None = None  # EOF / connection_lost before a pipe came
+        self._early: list[Any] | None = None  # data (uvloop), EOF, loss before a pipe
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio callbacks
@@ -109,13 +109,19 @@ class TcpEnd(asyncio.BufferedProtocol):
         pipe = self._pipe
         if pipe is not None:
             pipe._data(self, self._pipes.view[:nbytes])
-        else:  # read although paused (uvloop reads once before connection_made): keep it
+        else:
+            # Read although paused: uvloop starts reading after connection_made whatever
+            # it did. Keep it, and pause again (so one read at most waits for the pipe).
             self._remember(bytes(self._pipes.view[:nbytes]))
+            if self.transport is not None:
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         pipe = self._pipe
         if pipe is None:
             self._remember(True)
+            if self.transport is not None:
+                self.transport.pause_reading()  # (uvloop would report it again and again)
         else:
             pipe._eof(self)
         return True  # half-close: keep the transport open for the other direction
@@ -145,6 +151,11 @@ class TcpEnd(asyncio.BufferedProtocol):
     def _attach(self, pipe: Pipe) -> None:
         self._pipe = pipe
         early, self._early = self._early or [], None
+        ended = any(not isinstance(event, bytes) for event in early)  # EOF or loss
+        if self.transport is not None and not ended:
+            # First: replaying data below may pause reading again (nothing is read
+            # before this callback returns).
+            self.transport.resume_reading()
         for event in early:
             if pipe._state & _OVER:
                 break
@@ -154,8 +165,6 @@ class TcpEnd(asyncio.BufferedProtocol):
                 pipe._data(self, event)
             else:
                 pipe._closed(self, event)
-        if self.transport is not None and not early:  # (nothing comes after EOF or loss)
-            self.transport.resume_reading()
 
     def write(self, data: bytes | memoryview) -> None:
         assert self.transport is not None
