@@ -321,8 +321,9 @@ class SessionCore(Generic[S]):
         self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
 
     async def _run_handler(self, handler: Callable[[S], Awaitable[None]], stream: S) -> None:
-        """Run a stream handler: returning closes the stream, raising resets it with
-        ``INTERNAL_ERROR``, a cancellation with ``CANCEL``."""
+        """Run a stream handler: returning closes the stream (unless the handler handed it to
+        a protocol: ``Stream.set_protocol``), raising resets it with ``INTERNAL_ERROR``, a
+        cancellation with ``CANCEL``."""
         task = asyncio.current_task()
         stream._handler_task = task  # type: ignore[attr-defined]
         try:
@@ -338,7 +339,8 @@ class SessionCore(Generic[S]):
             log.exception("stream handler failed on stream %d", stream._id)
             self._abandon(stream, ErrorCode.INTERNAL_ERROR)
         else:
-            stream.close()
+            if getattr(stream, "_protocol", None) is None:  # else handed to a StreamProtocol
+                stream.close()
         finally:
             stream._handler_task = None  # type: ignore[attr-defined]
             self._handler_finished(stream)

@@ -13,6 +13,7 @@ import collections
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._core import StreamCore, reset_error_class
@@ -64,6 +65,7 @@ class Stream(StreamCore):
         "_bytes_out",
         "_chunks",
         "_closing",
+        "_drain_callback",
         "_drain_waiter",
         "_eof",
         "_eof_queued",
@@ -121,6 +123,7 @@ class Stream(StreamCore):
         self._local_ended = False  # our direction has ended on the wire (HFR or RST sent)
         self._write_error: BaseException | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._drain_callback: Callable[[], object] | None = None  # see notify_drained()
         self._closing = False  # close() called: inbound data is discarded
         self._finished = False  # removed from the session's stream table
         self._finished_waiter: asyncio.Future[None] | None = None
@@ -433,12 +436,38 @@ class Stream(StreamCore):
             # shielded: a cancelled drain() must not cancel other drainers' future
             await asyncio.shield(fut)
 
+    def notify_drained(self, callback: Callable[[], object]) -> bool:
+        """The callback form of :meth:`drain`, for code that cannot await (a
+        :class:`~mio.StreamProtocol`, an asyncio protocol feeding this stream).
+
+        If ``drain()`` would wait now, arrange for ``callback()`` to be called once, when it
+        would return (or the stream fails: the next write raises), and return True; else
+        return False and never call it. A later call replaces the callback.
+        """
+        if self._write_error is not None:
+            return False
+        if self._pending_size:
+            pass  # called from _pump once the queue is sent, or from _fail
+        elif self._session._write_paused:
+            self._session._drainers.add(self)  # called from resume_writing, or _fail
+        else:
+            return False
+        self._drain_callback = callback
+        return True
+
     def _wake_drain(self) -> None:
         fut = self._drain_waiter
         if fut is not None:
             self._drain_waiter = None
             if not fut.done():
                 fut.set_result(None)
+        callback = self._drain_callback
+        if callback is not None:
+            self._drain_callback = None
+            try:
+                callback()
+            except Exception:
+                log.exception("notify_drained callback failed on stream %d", self._id)
 
     def _on_window_update(self, increment: int) -> None:
         self._send.grow(increment)
@@ -631,6 +660,31 @@ class Stream(StreamCore):
         except Exception as exc:
             self._protocol_failed("stream_opened", exc)
 
+    def set_protocol(self, protocol: StreamProtocol) -> None:
+        """Serve this stream with ``protocol``'s callbacks from now on (see
+        :mod:`mio.stream_protocol`), e.g. after reading a header with the coroutine API, or
+        for a stream this side opened.
+
+        ``protocol.stream_opened(self)`` comes first; then what is already buffered is
+        delivered, then the end of stream if it came; a stream already finished (reset,
+        session gone) calls ``stream_closed`` at once. A handler that hands its stream to a
+        protocol may return: the stream stays open, the protocol owns it. Raises
+        ``RuntimeError`` if the stream already has a protocol or a read is waiting on it.
+        """
+        if self._protocol is not None:
+            raise RuntimeError(f"stream {self._id} is already served by a StreamProtocol")
+        if self._waiter is not None and not self._waiter.done():
+            raise RuntimeError(f"stream {self._id}: a read is waiting on it")
+        self._attach(protocol)
+        if self._finished:
+            self._notify_closed()
+        elif self._protocol is not None and not self._protocol_state:
+            self._deliver_held()
+
+    def _backlog_pauses(self) -> bool:
+        protocol = self._protocol
+        return protocol is None or protocol.pause_on_backlog
+
     def _protocol_failed(self, callback: str, exc: Exception) -> None:
         log.exception("StreamProtocol.%s failed on stream %d", callback, self._id)
         self._protocol_state |= _PROTO_FAILED
@@ -663,10 +717,14 @@ class Stream(StreamCore):
                 inc = self._recv.consume(n)  # discarded at once: the window reopens
                 if inc and not end:
                     session._send_window_update(self._id, inc)
-            elif self._protocol_state or self._size or self._pending_size > self._recv.window:
+            elif (
+                self._protocol_state
+                or self._size
+                or (self._pending_size > self._recv.window and self._backlog_pauses())
+            ):
                 # paused, or behind held data, or more than a window of replies unsent (a
                 # peer that does not read them): hold it, counted, and let the window close
-                if self._pending_size > self._recv.window:
+                if self._pending_size > self._recv.window and self._backlog_pauses():
                     self._protocol_state |= _PROTO_BACKLOG
                 session._held_in += n
                 chunks = self._chunks
@@ -728,7 +786,7 @@ class Stream(StreamCore):
         ):
             if not self._deliver(self._take(self._size)):
                 return
-            if self._pending_size > self._recv.window:
+            if self._pending_size > self._recv.window and self._backlog_pauses():
                 self._protocol_state |= _PROTO_BACKLOG
         if self._eof and not self._size and self._error is None and self._protocol is not None:
             self._deliver_eof()

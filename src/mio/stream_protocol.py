@@ -42,6 +42,11 @@ Rules (the coroutine API's, moved to callbacks):
   handler does, and nothing more is delivered to it. The stream cannot be read: a
   ``read()`` that would wait raises ``RuntimeError`` (the data goes to the protocol).
 
+:meth:`mio.Stream.set_protocol` hands any stream to a protocol: one this side opened, or
+one a handler has read a header from (the handler may then return; the stream stays open).
+:meth:`mio.Stream.notify_drained` is the callback form of ``drain()``: a proxy writing
+into a stream stops its source when it returns True and restarts it from the callback.
+
 Only MIO sessions take protocols (``mio.quic`` runs coroutine handlers only).
 """
 
@@ -56,7 +61,17 @@ __all__ = ("StreamProtocol",)
 
 
 class StreamProtocol:
-    """Callbacks for one stream the peer opened (subclass it; every method is optional)."""
+    """Callbacks for one stream (subclass it; every method is optional): one the peer
+    opened (a ``serve`` handler), or any stream handed over with
+    :meth:`mio.Stream.set_protocol`."""
+
+    __slots__ = ()
+
+    #: Hold input back while more than a receive window of writes is unsent (the rule
+    #: above). A protocol with flow control of its own -- one that stops its source when
+    #: :meth:`mio.Stream.notify_drained` says the stream is full, as a proxy does -- sets it
+    #: False: its writes are not replies to this stream's input.
+    pause_on_backlog: bool = True
 
     def stream_opened(self, stream: Stream) -> None:
         """The peer opened ``stream``; keep it to write and close."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -19,7 +20,7 @@ from .addr import format_address
 from .lifecycle import Tracker
 from .link import Link, LinkOptions
 from .metrics import Metric
-from .pipe import StreamEnd, TcpEnd, pipe
+from .pipe import PipeResult, Pipes, StreamEnd, TcpEnd
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 
 __all__ = ("AgentOptions", "Agent")
@@ -44,7 +45,7 @@ class Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
         self.link = Link(options.link, self._on_stream)
-        self._tracker = Tracker()
+        self._tracker = Tracker(Pipes(options.idle_timeout, options.idle_min_bytes))
         self._stopping = False
         #: Counters (see :meth:`metrics`).
         self.counts = {"connections_total": 0, "connect_failures": 0, "bytes_in": 0, "bytes_out": 0}
@@ -154,7 +155,8 @@ class Agent:
     async def _serve(self, stream: Stream) -> None:
         opts = self.options
         try:
-            request = await asyncio.wait_for(read_message(stream, "open"), opts.link.auth_timeout)
+            async with asyncio.timeout(opts.link.auth_timeout):  # (no task, as wait_for)
+                request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
             origin = str(request.get("peer", "?"))[:200]
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
@@ -168,10 +170,11 @@ class Agent:
             return
         host, port = target
         address = format_address(target)
+        pipes = self._tracker.pipes
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), opts.connect_timeout
-            )
+            async with asyncio.timeout(opts.connect_timeout):
+                _, end = await loop.create_connection(lambda: TcpEnd(pipes), host, port)
         except asyncio.TimeoutError:
             text = f"timed out connecting to {address} after {opts.connect_timeout:g} s"
         except OSError as exc:
@@ -186,12 +189,11 @@ class Agent:
         write_message(stream, {"type": "opened"})
         self.counts["connections_total"] += 1
         log.debug("%s -> %r (%s): open", origin, name, address)
-        result = await pipe(
-            StreamEnd(stream),
-            TcpEnd(reader, writer),
-            idle_timeout=opts.idle_timeout,
-            idle_min_bytes=opts.idle_min_bytes,
-        )
+        # From here on callbacks carry the connection: this task (the session's handler)
+        # ends, and the stream stays open, owned by the pipe.
+        pipes.start(StreamEnd(stream), end, functools.partial(self._done, origin, name))
+
+    def _done(self, origin: str, name: str, result: PipeResult) -> None:
         self.counts["bytes_in"] += result.sent
         self.counts["bytes_out"] += result.received
         log.debug(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 
 from ..errors import MioError
@@ -19,7 +20,7 @@ from ..wire import ErrorCode
 from .addr import format_address
 from .lifecycle import Tracker, announce
 from .link import Link, LinkOptions
-from .pipe import StreamEnd, TcpEnd, close_writer, pipe
+from .pipe import PipeResult, Pipes, StreamEnd, TcpEnd
 from .protocol import TunnelProtocolError, read_message, write_message
 
 __all__ = ("ForwardOptions", "Forwarder")
@@ -46,13 +47,14 @@ class Forwarder:
     def __init__(self, options: ForwardOptions) -> None:
         self.options = options
         self.link = Link(options.link)
-        self._tracker = Tracker()
+        self._tracker = Tracker(Pipes(options.idle_timeout, options.idle_min_bytes))
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         """Listen on the local port and print ``forward listening on HOST:PORT``."""
         opts = self.options
-        self._server = await asyncio.start_server(self._on_local, opts.host, opts.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._local_end, opts.host, opts.port)
         for sock in self._server.sockets:
             announce(f"forward listening on {format_address(sock.getsockname())}")
 
@@ -72,20 +74,27 @@ class Forwarder:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    async def _on_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin = format_address(writer.get_extra_info("peername"))
+    def _local_end(self) -> TcpEnd:
+        return TcpEnd(self._tracker.pipes, self._on_local)
+
+    def _on_local(self, end: TcpEnd) -> None:
+        """A local connection (``connection_made``): a task opens the tunnel; once it is
+        open, the pipe's callbacks carry it (no task)."""
+        assert end.transport is not None
+        origin = format_address(end.transport.get_extra_info("peername"))
+        asyncio.get_running_loop().create_task(self._serve_local(origin, end))
+
+    async def _serve_local(self, origin: str, end: TcpEnd) -> None:
         with self._tracker.track():
             try:
-                await self._serve(origin, reader, writer)
+                await self._serve(origin, end)
             except Exception:
                 log.exception("connection from %s failed", origin)
-                TcpEnd(reader, writer).abort()
-            except asyncio.CancelledError:  # shutdown: see Relay._on_public
-                TcpEnd(reader, writer).abort()
+                end.abort()
+            except asyncio.CancelledError:  # shutdown: see Relay._serve_public
+                end.abort()
 
-    async def _serve(
-        self, origin: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve(self, origin: str, end: TcpEnd) -> None:
         opts = self.options
         loop = asyncio.get_running_loop()
         deadline = loop.time() + opts.connect_timeout
@@ -94,34 +103,30 @@ class Forwarder:
             stream = await session.open_stream()
         except (asyncio.TimeoutError, MioError) as exc:
             log.warning("%s: no session to the relay: %s", origin, exc or "timed out")
-            await close_writer(writer)
+            end.close()
             return
         try:
             write_message(stream, {"type": "open", "service": opts.service, "peer": origin})
-            reply = await asyncio.wait_for(
-                read_message(stream, "opened", "error"), max(0.0, deadline - loop.time())
-            )
+            async with asyncio.timeout_at(deadline):  # (no task, as wait_for)
+                reply = await read_message(stream, "opened", "error")
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: opening %r failed: %s", origin, opts.service, exc or "timed out")
             stream.reset(ErrorCode.INTERNAL_ERROR)
-            await close_writer(writer)
+            end.close()
             return
         if reply["type"] == "error":
             log.warning("%s: cannot open %r: %s", origin, opts.service, reply.get("error"))
             stream.close()
-            await close_writer(writer)
+            end.close()
             return
         log.debug("%s -> %r: open", origin, opts.service)
-        result = await pipe(
-            TcpEnd(reader, writer),
-            StreamEnd(stream),
-            idle_timeout=opts.idle_timeout,
-            idle_min_bytes=opts.idle_min_bytes,
-        )
+        self._tracker.pipes.start(end, StreamEnd(stream), functools.partial(self._done, origin))
+
+    def _done(self, origin: str, result: PipeResult) -> None:
         log.debug(
             "%s -> %r: done, %d bytes out, %d in%s",
             origin,
-            opts.service,
+            self.options.service,
             result.sent,
             result.received,
             f", aborted: {result.error!r}" if result.error else "",

@@ -9,6 +9,8 @@ import signal
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from .pipe import PipeAborted, Pipes
+
 __all__ = ("announce", "Tracker", "install_signal_handlers", "on_sighup")
 
 log = logging.getLogger("mio.tunnel")
@@ -24,13 +26,16 @@ def announce(line: str) -> None:
 
 
 class Tracker:
-    """The tasks serving connections, so that shutdown can let them finish (or not)."""
+    """The connections being served, so that shutdown can let them finish (or not): the
+    tasks setting them up, and the :class:`~.pipe.Pipes` carrying them once set up (which
+    hold no task)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipes: Pipes | None = None) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self.pipes = pipes if pipes is not None else Pipes()
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + len(self.pipes)
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -44,17 +49,19 @@ class Tracker:
             self._tasks.discard(task)
 
     async def drain(self, grace: float, hurry: asyncio.Event | None = None) -> int:
-        """Wait up to ``grace`` seconds (or until ``hurry``) for the tracked tasks, then
-        cancel the rest. Returns how many were cancelled."""
+        """Wait up to ``grace`` seconds (or until ``hurry``) for the tracked tasks and
+        pipes, then cancel the tasks and abort the pipes left. Returns how many."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         hurry_task = loop.create_task(hurry.wait()) if hurry is not None else None
         try:
-            while self._tasks and not (hurry is not None and hurry.is_set()):
+            while len(self) and not (hurry is not None and hurry.is_set()):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 waiting: set[asyncio.Future[Any]] = set(self._tasks)
+                if len(self.pipes):
+                    waiting.add(self.pipes.wait_empty())
                 if hurry_task is not None:
                     waiting.add(hurry_task)
                 await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
@@ -67,7 +74,8 @@ class Tracker:
             task.cancel()
         if left:
             await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
+        # (a cancelled task may have started a pipe just before: abort after the tasks)
+        return len(left) + self.pipes.abort_all(PipeAborted("shutting down"))
 
 
 def install_signal_handlers(

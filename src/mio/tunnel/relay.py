@@ -17,7 +17,7 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..budget import MemoryBudget
@@ -42,7 +42,7 @@ from .auth import MAX_SERVICES, AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
 from .limits import Counter, FailureLimiter, SummaryLog
 from .metrics import Metric
-from .pipe import PipeResult, StreamEnd, TcpEnd, close_writer, pipe
+from .pipe import PipeResult, Pipes, StreamEnd, TcpEnd
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
 from .registry import Registry
 from .wsaddr import DEFAULT_PATH
@@ -152,7 +152,7 @@ class Relay:
         self._public_ports: dict[str, asyncio.Server] = {}
         self._peers: dict[Session, _Peer] = {}
         self._services: Registry[_Peer] = Registry()
-        self._tracker = Tracker()
+        self._tracker = Tracker(Pipes(options.idle_timeout, options.idle_min_bytes))
         self._stopping = False
         #: Readiness lines printed first by :meth:`start`, once everything is bound.
         self.early_lines: list[str] = []
@@ -207,8 +207,8 @@ class Relay:
                 f"--public {name}",
                 host,
                 port,
-                lambda name=name, host=host, port=port: asyncio.start_server(  # type: ignore[misc]
-                    functools.partial(self._on_public, name), host, port
+                lambda name=name, host=host, port=port: loop.create_server(  # type: ignore[misc]
+                    functools.partial(self._public_end, name), host, port
                 ),
             )
             self._publics.append(server)
@@ -728,7 +728,10 @@ class Relay:
                     host,
                     port,
                     functools.partial(
-                        asyncio.start_server, functools.partial(self._on_public, name), host, port
+                        asyncio.get_running_loop().create_server,
+                        functools.partial(self._public_end, name),
+                        host,
+                        port,
                     ),
                 )
         except OSError:
@@ -785,17 +788,14 @@ class Relay:
             f"{self.options.max_connections} connections",
         )
 
-    @contextlib.contextmanager
-    def _slot(self, name: str) -> Iterator[_Peer]:
-        """An agent serving ``name``, counting one more connection against its limit."""
+    def _acquire(self, name: str) -> _Peer:
+        """An agent serving ``name``, counting one more connection against its limit (the
+        caller gives it back: ``peer.active -= 1``)."""
         if self._stopping:
             raise OpenError("unavailable", "the relay is shutting down")
         peer = self._pick(name)
         peer.active += 1
-        try:
-            yield peer
-        finally:
-            peer.active -= 1
+        return peer
 
     async def _open(self, peer: _Peer, name: str, origin: str) -> Stream:
         """Open a stream to ``peer`` for service ``name``; return it once the agent has
@@ -806,9 +806,8 @@ class Relay:
             raise OpenError("unavailable", f"{peer}: {exc}") from None
         try:
             write_message(stream, {"type": "open", "service": name, "peer": origin})
-            reply = await asyncio.wait_for(
-                read_message(stream, "opened", "error"), self.options.open_timeout
-            )
+            async with asyncio.timeout(self.options.open_timeout):  # (no task, as wait_for)
+                reply = await read_message(stream, "opened", "error")
         except asyncio.TimeoutError:
             stream.reset(ErrorCode.INTERNAL_ERROR)
             raise OpenError(
@@ -828,10 +827,15 @@ class Relay:
         self.counts["bytes_in"] += result.sent
         self.counts["bytes_out"] += result.received
 
-    async def _on_public(
-        self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        peername = writer.get_extra_info("peername")
+    def _public_end(self, name: str) -> TcpEnd:
+        """The protocol of a new connection to public port ``name``."""
+        return TcpEnd(self._tracker.pipes, functools.partial(self._on_public, name))
+
+    def _on_public(self, name: str, end: TcpEnd) -> None:
+        """A connection to a public port (``connection_made``): limits, then a task opens
+        the tunnel; once it is open, the pipe's callbacks carry it (no task)."""
+        assert end.transport is not None
+        peername = end.transport.get_extra_info("peername")
         origin = format_address(peername)
         source = str(peername[0]) if isinstance(peername, tuple) else origin
         opts = self.options
@@ -840,7 +844,7 @@ class Relay:
             self._refusal_log.hit(
                 origin, f"public {name} has {opts.max_port_connections} connections"
             )
-            TcpEnd(reader, writer).abort()
+            end.abort()
             return
         if not self._source_counts.acquire(source):
             self._port_counts.release(name)
@@ -848,55 +852,62 @@ class Relay:
             self._refusal_log.hit(
                 origin, f"{source} has {opts.max_source_connections} public connections"
             )
-            TcpEnd(reader, writer).abort()
+            end.abort()
             return
-        try:
-            await self._serve_public(name, origin, reader, writer)
-        finally:
-            self._port_counts.release(name)
-            self._source_counts.release(source)
+        asyncio.get_running_loop().create_task(self._serve_public(name, origin, source, end))
 
-    async def _serve_public(
-        self, name: str, origin: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        with self._tracker.track():
-            try:
-                with self._slot(name) as peer:
+    def _release_public(self, name: str, source: str, peer: _Peer | None) -> None:
+        self._port_counts.release(name)
+        self._source_counts.release(source)
+        if peer is not None:
+            peer.active -= 1
+
+    async def _serve_public(self, name: str, origin: str, source: str, end: TcpEnd) -> None:
+        peer: _Peer | None = None
+        piped = False
+        try:
+            with self._tracker.track():
+                try:
+                    peer = self._acquire(name)
                     stream = await self._open(peer, name, origin)
-                    self.counts["connections_total"] += 1
-                    log.debug("%s -> %s %r: open", origin, peer, name)
-                    result = await pipe(
-                        TcpEnd(reader, writer),
-                        StreamEnd(stream),
-                        idle_timeout=self.options.idle_timeout,
-                        idle_min_bytes=self.options.idle_min_bytes,
-                    )
-                    self._count(result)
-                    log.debug(
-                        "%s -> %r: done, %d bytes in, %d out%s",
-                        origin,
-                        name,
-                        result.sent,
-                        result.received,
-                        f", aborted: {result.error!r}" if result.error else "",
-                    )
-            except OpenError as exc:
-                log.warning("public %s: connection from %s closed: %s", name, origin, exc)
-                await close_writer(writer)
-            except Exception:
-                log.exception("public %s: connection from %s failed", name, origin)
-                TcpEnd(reader, writer).abort()
-            except asyncio.CancelledError:
-                # Shutdown after the grace period; the pipe has reset both ends. Not
-                # re-raised: asyncio's start_server callback of Python 3.11 logs a
-                # cancelled connection task as an error.
-                TcpEnd(reader, writer).abort()
+                except OpenError as exc:
+                    log.warning("public %s: connection from %s closed: %s", name, origin, exc)
+                    end.close()
+                    return
+                self.counts["connections_total"] += 1
+                log.debug("%s -> %s %r: open", origin, peer, name)
+                piped = True
+                done = functools.partial(self._public_done, name, origin, source, peer)
+                self._tracker.pipes.start(end, StreamEnd(stream), done)
+        except Exception:
+            log.exception("public %s: connection from %s failed", name, origin)
+            end.abort()
+        except asyncio.CancelledError:
+            # Shutdown after the grace period. Not re-raised: nobody awaits this task, and
+            # a cancelled connection task would be logged as an error.
+            end.abort()
+        finally:
+            if not piped:
+                self._release_public(name, source, peer)
+
+    def _public_done(
+        self, name: str, origin: str, source: str, peer: _Peer, result: PipeResult
+    ) -> None:
+        self._release_public(name, source, peer)
+        self._count(result)
+        log.debug(
+            "%s -> %r: done, %d bytes in, %d out%s",
+            origin,
+            name,
+            result.sent,
+            result.received,
+            f", aborted: {result.error!r}" if result.error else "",
+        )
 
     async def _serve_forwarder(self, forwarder: _Peer, stream: Stream) -> None:
         try:
-            request = await asyncio.wait_for(
-                read_message(stream, "open"), self.options.open_timeout
-            )
+            async with asyncio.timeout(self.options.open_timeout):
+                request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
         except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: bad open request: %s", forwarder, exc or "timed out")
@@ -908,25 +919,31 @@ class Relay:
             write_message(stream, error_message("auth", f"this secret does not cover {name!r}"))
             return
         try:
-            with self._slot(name) as peer:
+            peer = self._acquire(name)
+            try:
                 upstream = await self._open(peer, name, origin)
-                write_message(stream, {"type": "opened"})
-                self.counts["connections_total"] += 1
-                log.debug("%s -> %s %r: open", origin, peer, name)
-                result = await pipe(
-                    StreamEnd(stream),
-                    StreamEnd(upstream),
-                    idle_timeout=self.options.idle_timeout,
-                    idle_min_bytes=self.options.idle_min_bytes,
-                )
-                self._count(result)
-                log.debug(
-                    "%s -> %r: done, %d bytes in, %d out",
-                    origin,
-                    name,
-                    result.sent,
-                    result.received,
-                )
+            except BaseException:
+                peer.active -= 1
+                raise
         except OpenError as exc:
             log.warning("%s: cannot open %r: %s", origin, name, exc)
             write_message(stream, error_message(exc.code, str(exc)))
+            return
+        write_message(stream, {"type": "opened"})
+        self.counts["connections_total"] += 1
+        log.debug("%s -> %s %r: open", origin, peer, name)
+        # The pipe's callbacks carry it from here: this handler returns, the streams stay.
+        done = functools.partial(self._forward_done, origin, name, peer)
+        self._tracker.pipes.start(StreamEnd(stream), StreamEnd(upstream), done)
+
+    def _forward_done(self, origin: str, name: str, peer: _Peer, result: PipeResult) -> None:
+        peer.active -= 1
+        self._count(result)
+        log.debug(
+            "%s -> %r: done, %d bytes in, %d out%s",
+            origin,
+            name,
+            result.sent,
+            result.received,
+            f", aborted: {result.error!r}" if result.error else "",
+        )
