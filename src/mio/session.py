@@ -435,8 +435,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                 self._protocol_error(f"protocol error: {exc}", exc.error_code)
                 return
         assembled = decoder.assembling
-        if assembled != self._assembled:
-            # The partial payload is memory this session holds for its peer: counted.
+        if assembled != self._assembled and not self._closed:
+            # The partial payload is memory this session holds for its peer: counted (a
+            # closed session reads no more: _shutdown dropped it from the account).
             self._held_in += assembled - self._assembled
             self._assembled = assembled
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
@@ -457,7 +458,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._protocol_error(f"protocol error: {exc}", exc.error_code)
             return
         assembled = decoder.assembling
-        if assembled != self._assembled:
+        if assembled != self._assembled and not self._closed:
             self._held_in += assembled - self._assembled
             self._assembled = assembled
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
@@ -545,6 +546,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         # more from it only makes the application produce more of them.
         if self._write_paused:
             held += self._queued_peer
+        # A partial payload (M9) is counted but never pauses reading: only reading its rest
+        # frees it (paused over it, with nothing else to read, the session would stall).
+        held -= self._assembled
         if held >= self._mem_limit:
             self._pause_reading(_PAUSED_MEMORY)
         elif self._read_paused & _PAUSED_MEMORY and held <= self._resume_mark:
@@ -561,7 +565,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._charged -= n
             budget._adjust(-n)
         if self._read_paused & _PAUSED_MEMORY:
-            held = self._held_in + (self._queued_peer if self._write_paused else 0)
+            held = self._held_in - self._assembled
+            if self._write_paused:
+                held += self._queued_peer
             if held <= self._resume_mark:
                 self._resume_reading(_PAUSED_MEMORY)
 
@@ -839,6 +845,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         """
         self._closed = True
         self._close_error = error
+        if self._assembled:
+            # The decoder's partial payload will never be completed nor delivered.
+            self._held_in -= self._assembled
+            self._assembled = 0
         budget = self._budget
         if budget is not None:
             self._budget = None
