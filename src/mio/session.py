@@ -378,8 +378,12 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         # asyncio's socket transport before 3.12 has no scatter write: its writelines joins
         # (a copy) and then copies again into its buffer when the socket is full.
+        # (Only where get_write_buffer_size is implemented: _flush asks it.)
+        cls = type(transport)
         self._joining_writelines = (
-            getattr(type(transport), "writelines", None) is asyncio.WriteTransport.writelines
+            getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines
+            and getattr(cls, "get_write_buffer_size", None)
+            is not asyncio.WriteTransport.get_write_buffer_size
         )
         if self._budget is not None:
             # Joined only once connected: a connection whose TLS handshake fails never
