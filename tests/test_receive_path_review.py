@@ -160,3 +160,40 @@ async def test_inbound_bound_is_the_limit_plus_one_read_plus_one_partial_payload
     finally:
         session.close()
         session.connection_lost(None)
+
+
+async def test_partial_payloads_over_a_shared_budget_do_not_stall_stream_protocols(
+    loop_kind: str,
+) -> None:
+    """Three sessions of one server, each in the middle of a 256 KiB payload: their partial
+    payloads fill the shared 512 KiB budget, but pausing them over it would keep them
+    partial (and the budget full) forever."""
+    received: dict[int, int] = {}
+
+    class Sink(mio.StreamProtocol):
+        def stream_opened(self, stream: mio.Stream) -> None:
+            self.key = id(stream)
+            received[self.key] = 0
+
+        def data_received(self, data: bytes) -> None:
+            received[self.key] += len(data)
+
+    budget = mio.MemoryBudget(512 * KiB)
+    server = await mio.serve(Sink, "127.0.0.1", 0, budget=budget)
+    peers = [await RawPeer.connect(server.port) for _ in range(3)]
+    try:
+        payload = b"p" * (256 * KiB)
+        for peer in peers:
+            peer.writer.write(open_(1) + h(1, len(payload), DATA) + payload[: 48 * KiB])
+            await peer.writer.drain()
+        await _until(lambda: budget.held == 768 * KiB, "the partial payloads counted")
+        for peer in peers:
+            peer.writer.write(payload[48 * KiB :])
+            await peer.writer.drain()
+        await _until(lambda: sorted(received.values()) == [256 * KiB] * 3, "the payloads")
+        assert budget.held == 0
+    finally:
+        for peer in peers:
+            peer.writer.close()
+        server.close()
+        await server.wait_closed()

@@ -539,7 +539,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                     budget._adjust(delta)
                 if (
                     budget._held >= budget._limit
-                    and held >= budget._fair_share
+                    and held - self._assembled >= budget._fair_share  # (see below)
                     and not self._read_paused & _PAUSED_BUDGET
                 ):
                     # Only the sessions holding more than their share stop: one session
