@@ -361,13 +361,15 @@ cdef class FrameDecoder:
     def payload_filled(self, nbytes):
         """``nbytes`` were written at the start of :meth:`payload_buffer`; deliver the
         payload if it is complete."""
-        cdef Py_ssize_t n = nbytes
+        cdef object index = PyNumber_Index(nbytes)  # range-checked before the C cast
+        cdef Py_ssize_t n
         if self._error is not None:
             raise self._error
-        if self._payload is None or not 0 <= n <= self._remaining:
+        if self._payload is None or not 0 <= index <= self._remaining:
             raise ValueError(
-                f"payload_filled({n}) without a payload buffer of at least that size"
+                f"payload_filled({index}) without a payload buffer of at least that size"
             )
+        n = index
         self._filled += n
         self._remaining -= <uint32_t>n
         self._offset += <uint64_t>n

@@ -378,8 +378,12 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         # asyncio's socket transport before 3.12 has no scatter write: its writelines joins
         # (a copy) and then copies again into its buffer when the socket is full.
+        # (Only where get_write_buffer_size is implemented: _flush asks it.)
+        cls = type(transport)
         self._joining_writelines = (
-            getattr(type(transport), "writelines", None) is asyncio.WriteTransport.writelines
+            getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines
+            and getattr(cls, "get_write_buffer_size", None)
+            is not asyncio.WriteTransport.get_write_buffer_size
         )
         if self._budget is not None:
             # Joined only once connected: a connection whose TLS handshake fails never
@@ -435,8 +439,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                 self._protocol_error(f"protocol error: {exc}", exc.error_code)
                 return
         assembled = decoder.assembling
-        if assembled != self._assembled:
-            # The partial payload is memory this session holds for its peer: counted.
+        if assembled != self._assembled and not self._closed:
+            # The partial payload is memory this session holds for its peer: counted (a
+            # closed session reads no more: _shutdown dropped it from the account).
             self._held_in += assembled - self._assembled
             self._assembled = assembled
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
@@ -457,7 +462,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._protocol_error(f"protocol error: {exc}", exc.error_code)
             return
         assembled = decoder.assembling
-        if assembled != self._assembled:
+        if assembled != self._assembled and not self._closed:
             self._held_in += assembled - self._assembled
             self._assembled = assembled
         if self._held_in >= self._mem_limit or self._budget is not None or self._queued_peer:
@@ -534,7 +539,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                     budget._adjust(delta)
                 if (
                     budget._held >= budget._limit
-                    and held >= budget._fair_share
+                    and held - self._assembled >= budget._fair_share  # (see below)
                     and not self._read_paused & _PAUSED_BUDGET
                 ):
                     # Only the sessions holding more than their share stop: one session
@@ -545,6 +550,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         # more from it only makes the application produce more of them.
         if self._write_paused:
             held += self._queued_peer
+        # A partial payload (M9) is counted but never pauses reading: only reading its rest
+        # frees it (paused over it, with nothing else to read, the session would stall).
+        held -= self._assembled
         if held >= self._mem_limit:
             self._pause_reading(_PAUSED_MEMORY)
         elif self._read_paused & _PAUSED_MEMORY and held <= self._resume_mark:
@@ -561,7 +569,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._charged -= n
             budget._adjust(-n)
         if self._read_paused & _PAUSED_MEMORY:
-            held = self._held_in + (self._queued_peer if self._write_paused else 0)
+            held = self._held_in - self._assembled
+            if self._write_paused:
+                held += self._queued_peer
             if held <= self._resume_mark:
                 self._resume_reading(_PAUSED_MEMORY)
 
@@ -839,6 +849,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         """
         self._closed = True
         self._close_error = error
+        if self._assembled:
+            # The decoder's partial payload will never be completed nor delivered.
+            self._held_in -= self._assembled
+            self._assembled = 0
         budget = self._budget
         if budget is not None:
             self._budget = None
