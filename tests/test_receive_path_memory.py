@@ -1,4 +1,4 @@
-"""Review of the payload assembly (PROTOCOL.md M9) against the memory rules: a partial
+"""The payload assembly (PROTOCOL.md M9) against the memory rules: a partial
 payload counted at its full size must neither stall the session (reading paused over memory
 that only more reading can free) nor stay counted once the session is gone.
 
