@@ -22,6 +22,7 @@ import pytest
 from test_tunnel_hardening import eventually, running_agent, running_relay
 from tunnel_util import HOST, SECRET
 
+import mio
 from mio.tunnel.agent import Agent
 from mio.tunnel.forward import Forwarder, ForwardOptions
 from mio.tunnel.link import LinkOptions
@@ -568,3 +569,47 @@ async def test_the_relay_splices_forwarded_streams_with_flow_control_and_resets(
         assert isinstance(exc, ConnectionResetError), exc
         await eventually(lambda: relay.connections == 0 and len(fwd._tracker) == 0)
         assert made == [svc]
+
+
+async def test_stream_eof_first_then_service_eof_and_close_is_a_clean_end() -> None:
+    """The order that ends most tunneled RPCs: the client's half-close reaches the service
+    first (stream EOF -> TCP write_eof), then the service answers, half-closes and closes
+    at once. The stream then finishes inside the pipe's own ``write_eof`` call: that is
+    the graceful end of both directions, not "closed before both directions ended" (which
+    reset the stream and cut the last bytes of the answer)."""
+    results: list[Any] = []
+    pipes = Pipes()
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()  # until the pipe's write_eof
+        writer.write(request[::-1])
+        writer.write_eof()
+        writer.close()  # at once, as a one-shot service does
+
+    service_server = await asyncio.start_server(service, HOST, 0)
+    service_port = service_server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+
+    async def handler(stream: Any) -> None:
+        _, tcp = await loop.create_connection(lambda: TcpEnd(pipes), HOST, service_port)
+        pipes.start(tcp, StreamEnd(stream), on_done=results.append)
+
+    server = await mio.serve(handler, HOST, 0)
+    client = await mio.connect(HOST, server.port)
+    try:
+        for i in range(20):  # the race needs the stream's EOF to come first: try often
+            results.clear()
+            stream = await client.open_stream()
+            payload = os.urandom(64 * 1024 + i)
+            stream.write(payload)
+            stream.write_eof()
+            answer = await asyncio.wait_for(stream.read(), 10)
+            assert answer == payload[::-1]
+            await eventually(lambda: len(results) == 1)
+            assert results[0].error is None, results[0].error
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
+        service_server.close()
+        await service_server.wait_closed()

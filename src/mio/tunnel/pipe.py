@@ -330,7 +330,9 @@ class Pipe:
         self._state |= _A_CLOSED if end is self.a else _B_CLOSED
         if self._state & _OVER:
             return
-        if exc is None and not self._state & _CLOSING:
+        # Both directions ended is a graceful end even before _CLOSING is set: a stream
+        # whose peer had ended finishes inside the write_eof() that _eof() makes.
+        if exc is None and self._state & (_A_EOF | _B_EOF) != _A_EOF | _B_EOF:
             exc = ConnectionError("closed before both directions ended")
         if exc is not None:
             self.abort(exc)
