@@ -272,7 +272,7 @@ async def echo_once(port: int, timeout: float = 15.0) -> None:
                 writer.close()
                 return
             writer.close()
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"port {port} does not echo")

@@ -135,7 +135,7 @@ class RawPeer:
 
         try:
             result = await asyncio.wait_for(poll(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(
                 f"timed out waiting for {what or pred}: {self.frames[-5:]}"
             ) from None

@@ -410,7 +410,7 @@ class RefSession:
                 self._sendq.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(self._write_task), 5)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 pass
         for task in (self._read_task, self._write_task):
             if task is not None and not task.done():
@@ -614,7 +614,7 @@ class RefSession:
             room = self._room = self._loop.create_future()
             try:
                 await asyncio.wait_for(room, self._accept_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._forget(stream)
                 self.ledger.refused.append(sid)
                 await self._send(frame(sid, int(ErrorCode.REFUSED), _RST_KIND))

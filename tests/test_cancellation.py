@@ -98,7 +98,7 @@ async def test_random_timeouts_under_load_leave_a_clean_session() -> None:
         while True:
             try:
                 return await asyncio.wait_for(make(), rng.choice([0, 0.0005, 0.002, 1]))  # type: ignore[operator]
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timeouts[0] += 1
 
     async def user(client: mio.Session, i: int) -> None:

@@ -30,7 +30,7 @@ async def blocked(aw: object, timeout: float = 0.2) -> bool:
     """True if the awaitable does not finish within ``timeout`` (it is cancelled then)."""
     try:
         await asyncio.wait_for(aw, timeout)  # type: ignore[arg-type]
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     return False
 

@@ -228,7 +228,7 @@ class Attacker:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(
                     f"the server took no more input for {timeout} s ({self.sent} bytes sent)"
                 ) from None
@@ -1059,7 +1059,7 @@ async def test_full_budget_does_not_stall_new_streams_of_other_sessions() -> Non
         stream.write_eof()
         try:
             return await asyncio.wait_for(stream.read(), GOOD_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"{message!r} not served within {GOOD_WAIT} s") from None
 
     fill_ids = list(range(1, 1 + 2 * 16, 2))

@@ -305,7 +305,7 @@ class _Acceptor:
             await self._loop.connect_accepted_socket(
                 self._server._make_session, conn, ssl=self._ssl, **self._tls_options
             )
-        except (OSError, _ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, _ssl.SSLError) as exc:
             # A TLS handshake that failed or timed out, a client gone meanwhile: asyncio's
             # own accept loop does not log these either (outside debug mode).
             log.debug("incoming connection failed: %r", exc)

@@ -675,7 +675,7 @@ class QuicSession(SessionCore[QuicStream]):
             limit = self._config.close_timeout if timeout is None else timeout
             try:
                 await asyncio.wait_for(self._quiesce(), limit)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.debug("graceful close timed out with %d streams open", len(self._streams))
             self.close(code)
         await self.wait_closed()

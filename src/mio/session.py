@@ -358,7 +358,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
                 fut = self._idle_waiter = self._loop.create_future()
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), limit)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.debug("graceful close timed out with %d streams open", len(self._streams))
             self.close(code)
         await self.wait_closed()

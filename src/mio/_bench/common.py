@@ -157,22 +157,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_in_loop(name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` to completion in a fresh event loop of kind ``name``."""
-    factory = loop_factory(name)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(main())
-    loop = factory()  # pragma: no cover - Python 3.10
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        asyncio.set_event_loop(None)
-        loop.close()
+    with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
+        return runner.run(main())
 
 
 # ---------------------------------------------------------------------------- CPU accounting

@@ -94,7 +94,7 @@ async def _run_once(
         out = await asyncio.wait_for(
             workload.run(client, totals, meter, bool(cmd.get("verify"))), totals.timeout
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         out = {"ok": False, "error": f"timeout after {totals.timeout:g} s"}
     except Exception as exc:
         traceback.print_exc()

@@ -125,7 +125,7 @@ class Agent:
             reply = await asyncio.wait_for(
                 read_message(stream, "registered", "error"), self.options.link.auth_timeout
             )
-        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+        except (TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("the relay did not confirm the new services: %s", exc or "timed out")
             return False
         stream.close()
@@ -159,7 +159,7 @@ class Agent:
                 request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
             origin = str(request.get("peer", "?"))[:200]
-        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+        except (TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("bad open request from the relay: %s", exc or "timed out")
             stream.reset(ErrorCode.PROTOCOL_ERROR)
             return
@@ -175,7 +175,7 @@ class Agent:
         try:
             async with asyncio.timeout(opts.connect_timeout):
                 _, end = await loop.create_connection(lambda: TcpEnd(pipes), host, port)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             text = f"timed out connecting to {address} after {opts.connect_timeout:g} s"
         except OSError as exc:
             text = f"cannot connect to {address}: {exc.strerror or exc}"

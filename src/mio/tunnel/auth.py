@@ -196,7 +196,7 @@ async def _with_timeout(coro: Any, timeout: float | None, what: str) -> Any:
         return await coro
     try:
         return await asyncio.wait_for(coro, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AuthTimeout(f"{what} did not finish within {timeout:g} s") from None
 
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from collections.abc import Sequence
 from typing import Any
-
-import tomllib
 
 __all__ = ("ConfigError", "defer_defaults", "load", "merge")
 

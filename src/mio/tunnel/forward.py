@@ -101,7 +101,7 @@ class Forwarder:
         try:
             session = await self.link.wait_ready(opts.connect_timeout)
             stream = await session.open_stream()
-        except (asyncio.TimeoutError, MioError) as exc:
+        except (TimeoutError, MioError) as exc:
             log.warning("%s: no session to the relay: %s", origin, exc or "timed out")
             end.close()
             return
@@ -109,7 +109,7 @@ class Forwarder:
             write_message(stream, {"type": "open", "service": opts.service, "peer": origin})
             async with asyncio.timeout_at(deadline):  # (no task, as wait_for)
                 reply = await read_message(stream, "opened", "error")
-        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+        except (TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: opening %r failed: %s", origin, opts.service, exc or "timed out")
             stream.reset(ErrorCode.INTERNAL_ERROR)
             end.close()

@@ -181,13 +181,7 @@ class Link:
                         exc.verify_message or exc,
                     )
                     return EXIT_AUTH
-                except (
-                    OSError,
-                    asyncio.TimeoutError,
-                    MioError,
-                    AuthError,
-                    TunnelProtocolError,
-                ) as exc:
+                except (TimeoutError, OSError, MioError, AuthError, TunnelProtocolError) as exc:
                     delay = backoff.next_delay()
                     log.warning(
                         "cannot connect to the relay %s: %s; retrying in %.1f s (attempt %d)",
@@ -344,7 +338,7 @@ async def _refuse(stream: Stream) -> None:
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), delay)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 

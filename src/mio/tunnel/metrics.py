@@ -67,7 +67,7 @@ async def serve_metrics(host: str | None, port: int, text: Callable[[], str]) ->
                 + data
             )
             await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except (ValueError, ConnectionError):
             pass

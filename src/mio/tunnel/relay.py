@@ -501,7 +501,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         try:
             first = await peek(sock, max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
             reset(sock)
             return None
@@ -551,7 +551,7 @@ class Relay:
                 loop.connect_accepted_socket(factory, sock, **kwargs), remaining
             )
             connected = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
             reset(sock)
             return None
@@ -686,7 +686,7 @@ class Relay:
                 names = [validate_name(x) for x in raw]
             except ValueError as exc:
                 raise TunnelProtocolError(str(exc)) from None
-        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+        except (TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: bad register request: %s", peer, exc or "timed out")
             stream.reset(ErrorCode.PROTOCOL_ERROR)
             return
@@ -808,7 +808,7 @@ class Relay:
             write_message(stream, {"type": "open", "service": name, "peer": origin})
             async with asyncio.timeout(self.options.open_timeout):  # (no task, as wait_for)
                 reply = await read_message(stream, "opened", "error")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stream.reset(ErrorCode.INTERNAL_ERROR)
             raise OpenError(
                 "connect", f"{peer} did not open {name!r} within {self.options.open_timeout:g} s"
@@ -909,7 +909,7 @@ class Relay:
             async with asyncio.timeout(self.options.open_timeout):
                 request = await read_message(stream, "open")
             name = get_str(request, "service", max_length=64)
-        except (asyncio.TimeoutError, TunnelProtocolError, MioError) as exc:
+        except (TimeoutError, TunnelProtocolError, MioError) as exc:
             log.warning("%s: bad open request: %s", forwarder, exc or "timed out")
             stream.reset(ErrorCode.PROTOCOL_ERROR)
             return

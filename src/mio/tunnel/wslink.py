@@ -218,7 +218,7 @@ async def accept(
     deadline = loop.time() + timeout
     try:
         first = await peek(sock, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s: no authentication within %g s: dropping it", origin, timeout)
         reset(sock)
         return None
@@ -258,7 +258,7 @@ async def accept(
             loop.connect_accepted_socket(lambda: connection, sock, **kwargs),
             max(0.001, deadline - loop.time()),
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s: no authentication within %g s: dropping it", origin, timeout)
         reset(sock)
         return None
@@ -280,7 +280,7 @@ async def accept(
             connection.handshake(check, None, server_header=USER_AGENT),
             max(0.001, deadline - loop.time()),
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s: no authentication within %g s: dropping it", origin, timeout)
         connection.transport.abort()
         return None
