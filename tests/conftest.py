@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import importlib
 import inspect
+import ssl
 import types
 from typing import Any
 
@@ -171,3 +172,16 @@ def _cancel(loop: asyncio.AbstractEventLoop, pending: list[asyncio.Task[Any]]) -
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+@pytest.fixture(scope="session")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context) with a throwaway CA (trustme) and a certificate
+    for 127.0.0.1 and localhost; only the tests that take it need trustme."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx

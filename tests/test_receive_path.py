@@ -12,24 +12,12 @@ import hashlib
 import random
 import ssl
 
-import pytest
 from _rawpeer import WAIT, RawPeer, h, open_
 
 import mio
 from mio._frame_py import KIND_DATA as DATA
 
 KiB = 1024
-
-
-@pytest.fixture(scope="module")
-def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 async def _until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -101,11 +89,11 @@ async def test_a_header_alone_allocates_nothing(loop_kind: str) -> None:
 
 
 async def test_bulk_over_tcp_and_tls_is_intact(
-    loop_kind: str, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+    loop_kind: str, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
     """8 MiB in 64 KiB writes (every frame straddles some read) over TCP and TLS: the
     bytes and their order survive the payload buffers."""
-    server_ctx, client_ctx = tls_pair
+    server_ctx, client_ctx = tls
     data = random.Random(5).randbytes(8 << 20)
     digests: list[str] = []
     for ssl_server, ssl_client in ((None, None), (server_ctx, client_ctx)):

@@ -290,18 +290,6 @@ async def test_a_given_budget_reaches_every_session() -> None:
     assert shared.sessions == 0
 
 
-@pytest.fixture(scope="module")
-def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context) with a self-signed CA."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
-
-
 async def test_failed_tls_handshakes_leave_nothing_in_a_budget(
     loop_kind: str, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:

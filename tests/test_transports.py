@@ -16,19 +16,6 @@ from session_util import echo, eventually, roundtrip
 import mio
 
 
-@pytest.fixture(scope="module")
-def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context) with a self-signed CA (only the TLS tests need
-    trustme: the others run without it)."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
-
-
 @pytest.fixture
 def unix_path() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="mio-") as tmp:  # short: sun_path is limited

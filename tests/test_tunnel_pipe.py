@@ -158,6 +158,26 @@ async def settle(count: Callable[[], int]) -> int:
     return last
 
 
+async def push_until_held(
+    writer: asyncio.StreamWriter, block: bytes, who: str
+) -> asyncio.Future[None]:
+    """Write ``block`` over and over (up to FLOOD) until the tunnel holds the writer back;
+    fail unless it does. Returns the pushing task (cancel it when done)."""
+    sent = [0]
+
+    async def push() -> None:
+        while sent[0] < FLOOD:
+            writer.write(block)
+            await writer.drain()
+            sent[0] += len(block)
+
+    pusher = asyncio.ensure_future(push())
+    total = await settle(lambda: sent[0])
+    assert not pusher.done(), f"{who} was never held back"
+    assert 0 < total < FLOOD
+    return pusher
+
+
 # ============================================================================ tasks
 async def test_no_task_per_idle_tunneled_connection(loop_kind: str) -> None:
     async with tunnel() as (relay, agent, port, _):
@@ -295,19 +315,8 @@ async def test_a_service_that_does_not_read_holds_the_public_client_back(loop_ki
 
     async with tunnel(stall) as (relay, agent, port, _):
         _reader, writer = await asyncio.open_connection(HOST, port)
-        sent = [0]
         block = b"c" * (1024 * 1024)
-
-        async def push() -> None:
-            while sent[0] < FLOOD:
-                writer.write(block)
-                await writer.drain()
-                sent[0] += len(block)
-
-        pusher = asyncio.ensure_future(push())
-        total = await settle(lambda: sent[0])
-        assert not pusher.done(), "the client was never held back"
-        assert 0 < total < FLOOD
+        pusher = await push_until_held(writer, block, "the client")
         (rpipe,) = live_pipes(relay)
         (apipe,) = live_pipes(agent)
         assert isinstance(rpipe.b, StreamEnd)
@@ -538,19 +547,8 @@ async def test_the_relay_splices_forwarded_streams_with_flow_control_and_resets(
 
     async with tunnel(stall) as (relay, _agent, _, made), forwarder(relay) as (fwd, port):
         _reader, writer = await asyncio.open_connection(HOST, port)
-        sent = [0]
         block = os.urandom(1024 * 1024)
-
-        async def push() -> None:
-            while sent[0] < FLOOD:
-                writer.write(block)
-                await writer.drain()
-                sent[0] += len(block)
-
-        pusher = asyncio.ensure_future(push())
-        total = await settle(lambda: sent[0])
-        assert not pusher.done(), "the forward client was never held back"
-        assert 0 < total < FLOOD
+        pusher = await push_until_held(writer, block, "the forward client")
         (splice,) = live_pipes(relay)
         assert isinstance(splice.a, StreamEnd)
         assert isinstance(splice.b, StreamEnd)

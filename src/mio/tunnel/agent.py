@@ -196,11 +196,4 @@ class Agent:
     def _done(self, origin: str, name: str, result: PipeResult) -> None:
         self.counts["bytes_in"] += result.sent
         self.counts["bytes_out"] += result.received
-        log.debug(
-            "%s -> %r: done, %d bytes in, %d out%s",
-            origin,
-            name,
-            result.sent,
-            result.received,
-            f", aborted: {result.error!r}" if result.error else "",
-        )
+        result.log_done(log, origin, name)

@@ -123,11 +123,4 @@ class Forwarder:
         self._tracker.pipes.start(end, StreamEnd(stream), functools.partial(self._done, origin))
 
     def _done(self, origin: str, result: PipeResult) -> None:
-        log.debug(
-            "%s -> %r: done, %d bytes out, %d in%s",
-            origin,
-            self.options.service,
-            result.sent,
-            result.received,
-            f", aborted: {result.error!r}" if result.error else "",
-        )
+        result.log_done(log, origin, self.options.service, sent="out", received="in")

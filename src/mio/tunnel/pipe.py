@@ -62,6 +62,27 @@ class PipeResult:
     received: int = 0
     error: BaseException | None = None
 
+    def log_done(
+        self,
+        logger: logging.Logger,
+        origin: str,
+        name: str,
+        sent: str = "in",
+        received: str = "out",
+    ) -> None:
+        """One DEBUG line for the end of a tunneled connection: ``origin -> 'name': done,
+        N bytes <sent>, M <received>`` and the error that aborted it, if any."""
+        logger.debug(
+            "%s -> %r: done, %d bytes %s, %d %s%s",
+            origin,
+            name,
+            self.sent,
+            sent,
+            self.received,
+            received,
+            f", aborted: {self.error!r}" if self.error else "",
+        )
+
 
 def abort_transport(transport: asyncio.Transport) -> None:
     """Reset a TCP connection: ``SO_LINGER`` 0, so that closing sends RST instead of FIN."""

@@ -895,14 +895,7 @@ class Relay:
     ) -> None:
         self._release_public(name, source, peer)
         self._count(result)
-        log.debug(
-            "%s -> %r: done, %d bytes in, %d out%s",
-            origin,
-            name,
-            result.sent,
-            result.received,
-            f", aborted: {result.error!r}" if result.error else "",
-        )
+        result.log_done(log, origin, name)
 
     async def _serve_forwarder(self, forwarder: _Peer, stream: Stream) -> None:
         try:
@@ -939,11 +932,4 @@ class Relay:
     def _forward_done(self, origin: str, name: str, peer: _Peer, result: PipeResult) -> None:
         peer.active -= 1
         self._count(result)
-        log.debug(
-            "%s -> %r: done, %d bytes in, %d out%s",
-            origin,
-            name,
-            result.sent,
-            result.received,
-            f", aborted: {result.error!r}" if result.error else "",
-        )
+        result.log_done(log, origin, name)
