@@ -514,3 +514,63 @@ async def test_a_failing_stream_opened_resets_and_still_gets_stream_closed_once(
         client.close()
         server.close()
         await server.wait_closed()
+
+
+class PausesOnTheLastFrame(mio.StreamProtocol):
+    """Ends its own direction at once, then pauses inside ``data_received``: as the tunnel's
+    pipe does when the other end's transport fills up on the peer's last bytes."""
+
+    events: ClassVar[list[tuple[Any, ...]]] = []
+    instance: ClassVar[PausesOnTheLastFrame | None] = None
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        PausesOnTheLastFrame.instance = self
+        stream.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", len(data)))
+        self.stream.pause_reading()
+
+    def eof_received(self) -> None:
+        self.events.append(("eof",))
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        self.events.append(("closed", exc))
+
+
+@pytest.mark.parametrize("data", [b"last bytes", b""], ids=["data+HFR", "HFR alone"])
+async def test_a_pause_on_the_last_frame_holds_the_end_until_resumed(data: bytes) -> None:
+    # The stream's both directions have ended, but the protocol was not told of the peer's
+    # end: it must not get stream_closed first (the tunnel took that for a lost
+    # connection and reset a transfer that was complete).
+    PausesOnTheLastFrame.events = []
+    server, client = await _serve(PausesOnTheLastFrame)
+    try:
+        stream = await client.open_stream()
+        if not data:  # pause before the end arrives, with nothing left to deliver
+            stream.write(b"x")
+            await stream.drain()
+            for _ in range(200):
+                if PausesOnTheLastFrame.events:
+                    break
+                await asyncio.sleep(0.005)
+        assert await stream.read() == b""  # the protocol's write_eof arrived
+        stream.write(data)
+        stream.write_eof()
+        await stream.wait_closed()  # both HFRs crossed
+        session = _server_session(server)
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        expected_data = [("data", len(data or b"x"))]
+        assert PausesOnTheLastFrame.events == expected_data  # not closed, not told
+        assert len(session.streams) == 1
+        held = PausesOnTheLastFrame.instance
+        assert held is not None
+        held.stream.resume_reading()
+        assert PausesOnTheLastFrame.events == [*expected_data, ("eof",), ("closed", None)]
+        assert not session.streams
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

@@ -402,7 +402,7 @@ class Stream(StreamCore):
         else:
             session._send_eof(self._id)
         if self._eof:
-            if self._protocol is not None and self._size:
+            if self._protocol is not None and self._protocol_holds_end():
                 return  # finished once resume_reading() delivered what is held
             self._session._finish(self)
         elif self._closing:
@@ -742,7 +742,7 @@ class Stream(StreamCore):
         if end:
             self._on_remote_end(None)
             self._deliver_eof()
-            if self._local_ended and not self._size:
+            if self._local_ended and not self._protocol_holds_end():
                 session._finish(self)
 
     def _deliver_eof(self) -> None:
@@ -790,8 +790,19 @@ class Stream(StreamCore):
                 self._protocol_state |= _PROTO_BACKLOG
         if self._eof and not self._size and self._error is None and self._protocol is not None:
             self._deliver_eof()
-            if self._local_ended and not self._finished:
+            if self._local_ended and not self._finished and not self._protocol_holds_end():
                 self._session._finish(self)
+
+    def _protocol_holds_end(self) -> bool:
+        """The peer's direction ended, but the protocol was not told all of it yet: data, or
+        the ``eof_received`` itself, is held while it is paused or backlogged (a callback
+        that paused on the last frame). The stream must not finish, nor ``stream_closed``
+        come, before ``resume_reading()`` delivered it."""
+        if self._protocol is None or self._closing or self._error is not None:
+            return False  # nobody listens, discarded, or ended by an error: nothing to hold
+        if self._size:
+            return True
+        return not self._protocol_state & (_PROTO_EOF_SENT | _PROTO_FAILED)
 
     def _notify_closed(self) -> None:
         """The stream is finished: tell its protocol, once. Data still held (the stream was
