@@ -32,6 +32,7 @@ from tunnel_util import (
     refused,
     roundtrip,
     service,
+    tls_files,
 )
 from tunnel_util import tunnel as tunnel  # the fixture
 
@@ -522,23 +523,10 @@ async def test_connect_timeout_to_the_service(tunnel: Tunnel) -> None:
                 filler.close()
 
 
-def _tls_files(tmp_path: Path) -> tuple[str, str, str]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert(HOST, "localhost")
-    cert_path, key_path, ca_path = (tmp_path / n for n in ("relay.crt", "relay.key", "ca.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(cert_path), append=True)
-    cert.private_key_pem.write_to_path(str(key_path))
-    ca.cert_pem.write_to_path(str(ca_path))
-    return str(cert_path), str(key_path), str(ca_path)
-
-
 @posix
 @pytest.mark.timeout(20)
 async def test_tls_link_with_a_ca(tunnel: Tunnel, tmp_path: Path) -> None:
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
     async with service(echo) as echo_addr:
         relay = await tunnel.relay(
             "relay", "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key
@@ -562,7 +550,7 @@ async def test_tls_link_with_a_ca(tunnel: Tunnel, tmp_path: Path) -> None:
 @posix
 @pytest.mark.timeout(20)
 async def test_tls_fingerprint_pinning(tunnel: Tunnel, tmp_path: Path) -> None:
-    cert, key, _ = _tls_files(tmp_path)
+    cert, key, _ = tls_files(tmp_path)
     async with service(echo) as echo_addr:
         relay = await tunnel.relay(
             "relay", "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key

@@ -23,7 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tunnel_util import HOST, SECRET, TUNNEL, Tunnel, echo, ping, posix, roundtrip, service
+from tunnel_util import (
+    HOST,
+    SECRET,
+    TUNNEL,
+    Tunnel,
+    echo,
+    ping,
+    posix,
+    roundtrip,
+    service,
+    tls_files,
+)
 from tunnel_util import tunnel as tunnel  # the fixture
 
 import mio
@@ -308,7 +319,7 @@ async def test_failed_authentications_are_rate_limited_per_source(
 # ============================================================================ admission
 @pytest.mark.timeout(30)
 async def test_pending_connections_are_capped(tmp_path: Path) -> None:
-    cert, key = _tls_files(tmp_path)
+    cert, key, _ = tls_files(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     async with running_relay(
@@ -367,7 +378,7 @@ async def test_one_deadline_covers_tls_and_authentication(
 ) -> None:
     """A peer that is slow to start TLS gets what remains of ``auth_timeout`` for the
     rest, not a second full timeout."""
-    cert, key = _tls_files(tmp_path)
+    cert, key, _ = tls_files(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -399,7 +410,7 @@ async def test_the_dialer_has_one_deadline_too(
 ) -> None:
     """An agent whose relay is slow to answer TLS gets what remains of ``auth_timeout``
     for the handshake, not a second full timeout."""
-    cert, key = _tls_files(tmp_path)
+    cert, key, _ = tls_files(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     loop = asyncio.get_running_loop()
@@ -569,21 +580,10 @@ def run_cli(*args: str, tmp_path: Path, timeout: float = 30) -> subprocess.Compl
     )
 
 
-def _tls_files(tmp_path: Path) -> tuple[str, str]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert(HOST)
-    cert_path, key_path = tmp_path / "relay.crt", tmp_path / "relay.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    return str(cert_path), str(key_path)
-
-
 @posix
 @pytest.mark.timeout(60)
 def test_file_errors_name_the_option_and_the_file(tmp_path: Path) -> None:
-    cert, key = _tls_files(tmp_path)
+    cert, key, _ = tls_files(tmp_path)
     listen = ["relay", "--listen", f"{HOST}:0"]
     cases = [
         ([*listen, "--tls-cert", "nope.crt"], "--tls-cert nope.crt: cannot read it"),
@@ -631,7 +631,7 @@ def test_a_busy_port_fails_before_any_readiness_line(tmp_path: Path) -> None:
             assert culprit in done.stderr, done.stderr
             assert done.stdout == ""  # no "relay listening on" before the failure
         # With TLS too: not even the fingerprint line comes first.
-        cert, key = _tls_files(tmp_path)
+        cert, key, _ = tls_files(tmp_path)
         tls = ["--tls-cert", cert, "--tls-key", key]
         for args, culprit in (
             (["--listen", f"{HOST}:0", "--public", f"web={HOST}:{port}", *tls], "--public web"),
@@ -659,7 +659,7 @@ def test_a_busy_port_fails_before_any_readiness_line(tmp_path: Path) -> None:
 @posix
 @pytest.mark.timeout(30)
 async def test_tls_agent_against_a_plain_relay_is_told_so(tunnel: Tunnel, tmp_path: Path) -> None:
-    _tls_files(tmp_path)
+    tls_files(tmp_path)
     relay = await tunnel.relay("relay")
     agent = tunnel.start(
         "agent", "agent", "--relay", f"{HOST}:{await relay.port('relay listening on')}",

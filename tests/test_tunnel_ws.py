@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from _connectproxy import connect_proxy
-from test_tunnel import _tls_files
 from test_tunnel_metrics import scrape
 from tunnel_util import (
     DIALER_OPTS,
@@ -29,6 +28,7 @@ from tunnel_util import (
     posix,
     roundtrip,
     service,
+    tls_files,
 )
 from tunnel_util import tunnel as tunnel  # the fixture
 
@@ -433,7 +433,7 @@ async def test_agent_and_forward_over_ws_carry_bulk_data_intact(ws_tunnel: Tunne
 @posix
 @pytest.mark.timeout(40)
 async def test_wss_through_a_proxy_with_basic_auth(ws_tunnel: Tunnel, tmp_path: Path) -> None:
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
     async with service(echo) as echo_addr, connect_proxy(("alice", "s3cret:x")) as proxy:
         relay, url = await ws_relay(
             ws_tunnel, "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key
@@ -464,7 +464,7 @@ async def test_wss_through_a_proxy_with_basic_auth(ws_tunnel: Tunnel, tmp_path: 
 @pytest.mark.timeout(40)
 async def test_wss_through_a_proxy_on_uvloop(ws_tunnel: Tunnel, tmp_path: Path) -> None:
     pytest.importorskip("uvloop")
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
     async with service(echo) as echo_addr, connect_proxy() as proxy:
         relay, url = await ws_relay(
             ws_tunnel, "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key,
@@ -541,7 +541,7 @@ async def test_proxy_errors_name_the_culprit(ws_tunnel: Tunnel) -> None:
 @posix
 @pytest.mark.timeout(40)
 async def test_relay_side_errors_name_the_culprit(ws_tunnel: Tunnel, tmp_path: Path) -> None:
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
     relay, url = await ws_relay(ws_tunnel)
     base = url.rsplit("/", 1)[0]
     tcp = await relay.port("relay listening on")
@@ -637,7 +637,7 @@ async def test_ws_listener_caps_pending_connections_before_tls(tmp_path: Path) -
 
     from test_tunnel_hardening import assert_reset, eventually, running_relay
 
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     async with running_relay(

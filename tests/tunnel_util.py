@@ -245,6 +245,21 @@ async def refused(port: int, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def tls_files(tmp_path: Path) -> tuple[str, str, str]:
+    """A throwaway CA (trustme) and a relay certificate for 127.0.0.1 and localhost, as
+    files in ``tmp_path``: ``(certificate chain, key, CA)``."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST, "localhost")
+    cert_path, key_path, ca_path = (tmp_path / n for n in ("relay.crt", "relay.key", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    ca.cert_pem.write_to_path(str(ca_path))
+    return str(cert_path), str(key_path), str(ca_path)
+
+
 def free_port() -> int:
     """A port nothing listens on (bound, then released)."""
     with socket.socket() as sock:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _clikit, _impl
+from ._allocator import tune_allocator
 from ._version import DISTRIBUTION, __version__
 from .api import DEFAULT_MAX_SESSIONS
 from .budget import DEFAULT_SERVER_MEMORY
@@ -466,6 +467,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         args._parser.error("--workers must be at least 1")
+    tune_allocator()  # before the workers fork: they inherit it (see mio._allocator)
     if args.workers > 1:
         return _echo_workers(args, config, loop)
     try:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .. import _clikit
+from .._allocator import MMAP_THRESHOLD, TOP_PAD, tune_allocator
 from .addr import format_address, parse_hostport, parse_named, validate_name
 from .agent import Agent, AgentOptions
 from .auth import SECRET_ENV, load_secret
@@ -608,6 +609,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]], loop: str = "asyncio") ->
     if why:
         log.error("--loop %s: %s", loop, why)
         return EXIT_USAGE
+    if tune_allocator():  # relay, agent and forwarder move buffers all day: see _allocator
+        log.debug("glibc malloc: top pad %d, mmap threshold %d", TOP_PAD, MMAP_THRESHOLD)
     return _clikit.run_command(lambda _: run_in_loop(loop, lambda: _logged(main)), None)
 
 
