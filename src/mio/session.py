@@ -48,6 +48,7 @@ _FLUSH_THRESHOLD = 64 * 1024
 # Every mio peer's frames (Config.max_frame_size, 64 KiB by default) fit.
 _ASSEMBLE_MAX = 256 * 1024
 _ZERO_COPY_MIN = 32 * 1024
+_Task = asyncio.Task
 _READ_BUFFER_SIZE = 256 * 1024
 _EOF_LINGER = 1.0
 _RECENT_RESETS = 4096
@@ -147,6 +148,11 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = asyncio.get_event_loop_policy().get_event_loop()
+        # asyncio's own loop (not uvloop's): handler tasks are made as its create_task
+        # makes them, without the call (see _on_open).
+        self._plain_loop = isinstance(self._loop, asyncio.BaseEventLoop) and hasattr(
+            self._loop, "_task_factory"
+        )
         self._config = config = config if config is not None else Config()
         self._client = client
         self._protocol_factory: type[StreamProtocol] | None = None
@@ -750,8 +756,14 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         if handler is not None:
             # The stream counts against max_streams until its handler is done too, so a
             # peer that opens and resets in a loop cannot pile up handler tasks.
-            stream._handled = True
-            self._handler_tasks.add(self._loop.create_task(self._run_handler(handler, stream)))
+            loop = self._loop
+            if self._plain_loop and loop._task_factory is None:  # type: ignore[attr-defined]
+                # loop.create_task's own work, less its closed-loop check (this loop runs)
+                task = _Task(self._run_handler(handler, stream), loop=loop)
+            else:
+                task = loop.create_task(self._run_handler(handler, stream))
+            stream._handled = task
+            self._handler_tasks.add(task)
         elif self._protocol_factory is not None:
             try:
                 protocol = self._protocol_factory()
@@ -800,7 +812,7 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         self._finish(stream)
 
     def _handler_finished(self, stream: Stream) -> None:
-        stream._handled = False
+        stream._handled = None
         if stream._finished:
             self._remote_count -= 1
 

@@ -131,7 +131,9 @@ class Stream(StreamCore):
         self._outbound = False  # opened by this side
         self._open_window = window  # the window of the OPEN frame
         self._blocked = False  # in the session's queue of streams waiting for the transport
-        self._handled = False  # a session handler task was made for this stream
+        # The session's handler task for this stream, from when it is made until it is done
+        # (_handler_task below is set once it runs).
+        self._handled: asyncio.Task[None] | None = None
         self._handler_task: asyncio.Task[None] | None = None  # that task, once it runs
         self._protocol: StreamProtocol | None = None  # callbacks instead of reads
         # (_protocol_state, _PROTO_* bits, is set by _attach: only protocol streams use it)
