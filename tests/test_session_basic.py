@@ -182,3 +182,40 @@ async def test_stream_ids_run_out_with_stream_limit_error() -> None:
     client.close()
     await client.wait_closed()
     await server.wait_closed()
+
+
+async def test_handler_tasks_come_from_the_loops_task_factory(loop_kind: str) -> None:
+    # Handler tasks skip loop.create_task only while no task factory is set: one set by
+    # the application (e.g. eager tasks on 3.12+) still makes them.
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro, **kw):  # type: ignore[no-untyped-def]
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def handler(stream: mio.Stream) -> None:
+        seen.append(asyncio.current_task())
+        await stream.send(await stream.read())
+
+    server = await mio.serve(handler, "127.0.0.1", 0)
+    client = await mio.connect("127.0.0.1", server.port)
+    try:
+        stream = await client.open_stream()
+        assert await roundtrip(stream, b"a") == b"a"
+        assert made == []  # no factory: made directly
+        loop.set_task_factory(factory)
+        try:
+            stream = await client.open_stream()
+            assert await roundtrip(stream, b"b") == b"b"
+        finally:
+            loop.set_task_factory(None)
+        assert made.count("SessionCore._run_handler") == 1
+        assert len(seen) == 2 and all(task is not None for task in seen)
+    finally:
+        client.close()
+        await client.wait_closed()
+        server.close()
+        await server.wait_closed()
