@@ -213,7 +213,8 @@ async def test_handler_tasks_come_from_the_loops_task_factory(loop_kind: str) ->
         finally:
             loop.set_task_factory(None)
         assert made.count("SessionCore._run_handler") == 1
-        assert len(seen) == 2 and all(task is not None for task in seen)
+        assert len(seen) == 2
+        assert all(task is not None for task in seen)
     finally:
         client.close()
         await client.wait_closed()
