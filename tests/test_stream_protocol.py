@@ -574,3 +574,44 @@ async def test_a_pause_on_the_last_frame_holds_the_end_until_resumed(data: bytes
         client.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("data", [b"last bytes", b""], ids=["data+HFR", "HFR alone"])
+async def test_close_while_the_end_is_held_finishes_the_stream(data: bytes) -> None:
+    # A protocol paused on the peer's last frame (both directions ended, the end held) that
+    # then gives up with close() instead of resume_reading(): the stream must finish (and
+    # stream_closed come once), not stay in the session's table for good.
+    PausesOnTheLastFrame.events = []
+    server, client = await _serve(PausesOnTheLastFrame)
+    try:
+        stream = await client.open_stream()
+        if not data:
+            stream.write(b"x")
+            await stream.drain()
+            for _ in range(200):
+                if PausesOnTheLastFrame.events:
+                    break
+                await asyncio.sleep(0.005)
+        assert await stream.read() == b""
+        stream.write(data)
+        stream.write_eof()
+        await stream.wait_closed()
+        session = _server_session(server)
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        assert len(session.streams) == 1  # held, as the test above shows
+        held = PausesOnTheLastFrame.instance
+        assert held is not None
+        held.stream.close()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        assert not session.streams
+        assert held.stream.is_closing()
+        closed = [e for e in PausesOnTheLastFrame.events if e[0] == "closed"]
+        assert closed == [("closed", None)]
+        held.stream.resume_reading()  # after close(): nothing more, no second stream_closed
+        assert [e for e in PausesOnTheLastFrame.events if e[0] == "closed"] == closed
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

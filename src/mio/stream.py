@@ -540,8 +540,13 @@ class Stream(StreamCore):
             if inc and not self._eof:
                 self._session._send_window_update(self._id, inc)
         if self._eof_queued:  # write_eof() came first
-            if self._local_ended and not self._finished and not self._eof:
-                self._stop_peer()
+            if self._local_ended and not self._finished:
+                if not self._eof:
+                    self._stop_peer()
+                elif self._protocol is not None:
+                    # Both directions ended, the end held for a paused protocol
+                    # (_protocol_holds_end): close() drops it, so nothing holds it now.
+                    self._session._finish(self)
         elif self._write_error is None:  # write_eof(), inlined
             self._eof_queued = True
             if not self._pending:
