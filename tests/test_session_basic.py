@@ -5,6 +5,7 @@ checks over ``mio.pipe()``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from session_util import echo, eventually, mio_pair, roundtrip
@@ -216,6 +217,67 @@ async def test_handler_tasks_come_from_the_loops_task_factory(loop_kind: str) ->
         assert len(seen) == 2
         assert all(task is not None for task in seen)
     finally:
+        client.close()
+        await client.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+class _Sink(mio.StreamProtocol):
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        self.stream.close()
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "eager_task_factory"), reason="Python 3.12+")
+@pytest.mark.parametrize("ending", ["close", "set_protocol"])
+async def test_eager_handlers_that_never_suspend_keep_the_stream_count(ending: str) -> None:
+    # With asyncio.eager_task_factory a handler runs inside create_task, before _on_open has
+    # stored its task in stream._handled: one that returns at once must still count against
+    # max_streams exactly once (not twice, not never), and leave no task behind.
+    loop = asyncio.get_running_loop()
+    quick = True
+
+    async def handler(stream: mio.Stream) -> None:
+        if not quick:
+            await stream.read()
+        elif ending == "close":
+            stream.write(b"hi")
+            stream.close()  # finishes the stream inside the eager step (RST NO_ERROR)
+        else:
+            stream.set_protocol(_Sink())  # the protocol owns it: finished later
+
+    server = await mio.serve(handler, "127.0.0.1", 0, config=mio.Config(max_streams=2))
+    client = await mio.connect("127.0.0.1", server.port)
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[arg-type]
+    try:
+        for _ in range(4):
+            stream = await client.open_stream()
+            stream.write(b"x")
+            stream.write_eof()
+            with contextlib.suppress(mio.StreamClosedError):
+                await stream.read()
+            await stream.wait_closed()
+        (session,) = server.sessions
+        await eventually(lambda: not session.streams)
+        assert session._remote_count == 0
+        assert not session._handler_tasks
+        # and max_streams still holds: two waiting handlers, the third stream is refused
+        quick = False
+        waiting = [await client.open_stream() for _ in range(3)]
+        for stream in waiting:
+            stream.write(b"y")
+        with pytest.raises(mio.StreamResetError):
+            await waiting[2].read()
+        for stream in waiting[:2]:
+            stream.close()
+    finally:
+        loop.set_task_factory(None)
         client.close()
         await client.wait_closed()
         server.close()

@@ -324,8 +324,11 @@ class SessionCore(Generic[S]):
         """Run a stream handler: returning closes the stream (unless the handler handed it to
         a protocol: ``Stream.set_protocol``), raising resets it with ``INTERNAL_ERROR``, a
         cancellation with ``CANCEL``."""
-        # The task made for this coroutine (Session: stream._handled; others ask asyncio).
-        task = getattr(stream, "_handled", None) or asyncio.current_task()
+        # The task made for this coroutine (Session: stream._handled; others ask asyncio, as
+        # does a Session whose task factory runs the coroutine inside create_task: True).
+        task = getattr(stream, "_handled", None)
+        if task is None or task is True:
+            task = asyncio.current_task()
         stream._handler_task = task  # type: ignore[attr-defined]
         try:
             await handler(stream)

@@ -760,10 +760,18 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             if self._plain_loop and loop._task_factory is None:  # type: ignore[attr-defined]
                 # loop.create_task's own work, less its closed-loop check (this loop runs)
                 task = _Task(self._run_handler(handler, stream), loop=loop)
+                stream._handled = task
+                self._handler_tasks.add(task)
             else:
+                # A task factory may run the handler inside create_task, before it returns
+                # (asyncio.eager_task_factory): the stream counts as handled from now on,
+                # and a handler done by then (_handler_finished ran) leaves nothing behind.
+                stream._handled = True
                 task = loop.create_task(self._run_handler(handler, stream))
-            stream._handled = task
-            self._handler_tasks.add(task)
+                if not task.done():
+                    if stream._handled is True:
+                        stream._handled = task
+                    self._handler_tasks.add(task)
         elif self._protocol_factory is not None:
             try:
                 protocol = self._protocol_factory()

@@ -133,7 +133,8 @@ class Stream(StreamCore):
         self._blocked = False  # in the session's queue of streams waiting for the transport
         # The session's handler task for this stream, from when it is made until it is done
         # (_handler_task below is set once it runs).
-        self._handled: asyncio.Task[None] | None = None
+        # (True while a task factory makes it: it may run inside create_task)
+        self._handled: asyncio.Task[None] | bool | None = None
         self._handler_task: asyncio.Task[None] | None = None  # that task, once it runs
         self._protocol: StreamProtocol | None = None  # callbacks instead of reads
         # (_protocol_state, _PROTO_* bits, is set by _attach: only protocol streams use it)
