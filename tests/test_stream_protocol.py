@@ -615,3 +615,50 @@ async def test_close_while_the_end_is_held_finishes_the_stream(data: bytes) -> N
         client.close()
         server.close()
         await server.wait_closed()
+
+
+class FailsOnTheHeldData(PausesOnTheLastFrame):
+    """Pauses on the first data; raises on the data held meanwhile, once resumed."""
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", len(data)))
+        if len(self.events) == 1:
+            self.stream.pause_reading()
+        else:
+            raise RuntimeError("boom")
+
+
+async def test_a_callback_failing_on_held_data_without_resets_still_finishes() -> None:
+    # send_resets=False: a failing callback half-closes (close()) instead of resetting. With
+    # both directions ended and the end held, that close() must finish the stream.
+    PausesOnTheLastFrame.events = []
+    server, client = await _serve(FailsOnTheHeldData, config=mio.Config(send_resets=False))
+    try:
+        stream = await client.open_stream()
+        assert await stream.read() == b""  # the protocol's write_eof arrived
+        stream.write(b"a")
+        await stream.drain()
+        for _ in range(200):
+            if PausesOnTheLastFrame.events:
+                break
+            await asyncio.sleep(0.005)
+        stream.write(b"held")
+        stream.write_eof()
+        await stream.wait_closed()
+        session = _server_session(server)
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        held = PausesOnTheLastFrame.instance
+        assert held is not None
+        held.stream.resume_reading()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        assert not session.streams
+        closed = [e for e in PausesOnTheLastFrame.events if e[0] == "closed"]
+        assert len(closed) == 1
+        assert isinstance(closed[0][1], RuntimeError)
+        assert ("eof",) not in PausesOnTheLastFrame.events
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()
