@@ -662,3 +662,60 @@ async def test_a_callback_failing_on_held_data_without_resets_still_finishes() -
         client.close()
         server.close()
         await server.wait_closed()
+
+
+class PausesOnData(mio.StreamProtocol):
+    """Keeps its own direction open; pauses on the first data (only)."""
+
+    events: ClassVar[list[tuple[Any, ...]]] = []
+    instance: ClassVar[PausesOnData | None] = None
+
+    def stream_opened(self, stream: mio.Stream) -> None:
+        self.stream = stream
+        PausesOnData.instance = self
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", bytes(data)))
+        if len(self.events) == 1:
+            self.stream.pause_reading()
+
+    def eof_received(self) -> None:
+        self.events.append(("eof",))
+
+    def stream_closed(self, exc: BaseException | None) -> None:
+        self.events.append(("closed", type(exc)))
+
+
+async def test_a_peers_close_while_paused_still_delivers_what_it_sent() -> None:
+    # The peer writes, then close()s while our direction is open: DATA+HFR, then RST
+    # NO_ERROR. Its docstring promises everything it sent stays readable here; a paused
+    # protocol must get the held data and eof_received before stream_closed.
+    PausesOnData.events = []
+    server, client = await _serve(PausesOnData)
+    try:
+        stream = await client.open_stream()
+        stream.write(b"first")
+        await stream.drain()
+        for _ in range(200):
+            if PausesOnData.events:
+                break
+            await asyncio.sleep(0.005)
+        stream.write(b"last")
+        stream.close()
+        await stream.wait_closed()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        held = PausesOnData.instance
+        assert held is not None
+        held.stream.resume_reading()
+        assert PausesOnData.events == [
+            ("data", b"first"),
+            ("data", b"last"),
+            ("eof",),
+            ("closed", mio.StreamClosedError),
+        ]
+        assert not _server_session(server).streams
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

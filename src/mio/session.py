@@ -710,7 +710,14 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             stream = self._streams.get(sid)
             if stream is not None:
                 stream._on_reset(value)
-                self._finish(stream)
+                if not (
+                    value == ErrorCode.NO_ERROR
+                    and stream._protocol is not None
+                    and stream._protocol_holds_end()
+                ):
+                    self._finish(stream)
+                # else: the peer's graceful close, its end held for a paused protocol: what
+                # it sent stays deliverable (as for a reader), resume_reading() finishes it
                 if value == ErrorCode.CANCEL:
                     self._cancel_handler_of(stream)
             # never answer an RST with an RST
