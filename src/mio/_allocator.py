@@ -17,7 +17,9 @@ Only the long-running commands call :func:`tune_allocator` (``mio echo``, ``mio 
 a library does not change its application's allocator. Applications embedding mio get the
 same effect with ``MALLOC_TOP_PAD_=4194304 MALLOC_MMAP_THRESHOLD_=1048576`` in the
 environment (docs/guides/tuning.md). Nothing is changed when the environment already sets
-any glibc malloc option, or on a C library other than glibc.
+one of the heap-layout options (``MALLOC_TOP_PAD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_MMAP_MAX_``, ``MALLOC_ARENA_MAX``, or ``glibc.malloc``
+tunables in ``GLIBC_TUNABLES``), or on a C library other than glibc.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def tune_allocator() -> bool:
     """Apply the settings above to this process (and the children it forks).
 
     Returns True when they were applied; False on a C library other than glibc, when
-    ``mallopt`` refuses them, or when the environment sets a glibc malloc option itself
-    (one of ``MALLOC_*_`` or ``glibc.malloc`` in ``GLIBC_TUNABLES``): the user's choice wins.
+    ``mallopt`` refuses them, or when the environment sets a heap-layout option itself
+    (one of ``_USER_SETTINGS`` or ``glibc.malloc`` in ``GLIBC_TUNABLES``): the user's choice
+    wins.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
