@@ -539,6 +539,27 @@ class PausesOnTheLastFrame(mio.StreamProtocol):
         self.events.append(("closed", exc))
 
 
+async def _hold_the_end(server: mio.Server, client: mio.Session, data: bytes) -> mio.Session:
+    """Bring a PausesOnTheLastFrame stream to both directions ended, the end held: the
+    peer's last frame (``data`` + HFR, or a bare HFR after an earlier byte) arrives while it
+    pauses. Returns the server session."""
+    stream = await client.open_stream()
+    if not data:  # pause before the end arrives, with nothing left to deliver
+        stream.write(b"x")
+        await stream.drain()
+        for _ in range(200):
+            if PausesOnTheLastFrame.events:
+                break
+            await asyncio.sleep(0.005)
+    assert await stream.read() == b""  # the protocol's write_eof arrived
+    stream.write(data)
+    stream.write_eof()
+    await stream.wait_closed()  # both HFRs crossed
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    return _server_session(server)
+
+
 @pytest.mark.parametrize("data", [b"last bytes", b""], ids=["data+HFR", "HFR alone"])
 async def test_a_pause_on_the_last_frame_holds_the_end_until_resumed(data: bytes) -> None:
     # The stream's both directions have ended, but the protocol was not told of the peer's
@@ -547,21 +568,7 @@ async def test_a_pause_on_the_last_frame_holds_the_end_until_resumed(data: bytes
     PausesOnTheLastFrame.events = []
     server, client = await _serve(PausesOnTheLastFrame)
     try:
-        stream = await client.open_stream()
-        if not data:  # pause before the end arrives, with nothing left to deliver
-            stream.write(b"x")
-            await stream.drain()
-            for _ in range(200):
-                if PausesOnTheLastFrame.events:
-                    break
-                await asyncio.sleep(0.005)
-        assert await stream.read() == b""  # the protocol's write_eof arrived
-        stream.write(data)
-        stream.write_eof()
-        await stream.wait_closed()  # both HFRs crossed
-        session = _server_session(server)
-        for _ in range(20):
-            await asyncio.sleep(0.005)
+        session = await _hold_the_end(server, client, data)
         expected_data = [("data", len(data or b"x"))]
         assert PausesOnTheLastFrame.events == expected_data  # not closed, not told
         assert len(session.streams) == 1
@@ -584,21 +591,7 @@ async def test_close_while_the_end_is_held_finishes_the_stream(data: bytes) -> N
     PausesOnTheLastFrame.events = []
     server, client = await _serve(PausesOnTheLastFrame)
     try:
-        stream = await client.open_stream()
-        if not data:
-            stream.write(b"x")
-            await stream.drain()
-            for _ in range(200):
-                if PausesOnTheLastFrame.events:
-                    break
-                await asyncio.sleep(0.005)
-        assert await stream.read() == b""
-        stream.write(data)
-        stream.write_eof()
-        await stream.wait_closed()
-        session = _server_session(server)
-        for _ in range(20):
-            await asyncio.sleep(0.005)
+        session = await _hold_the_end(server, client, data)
         assert len(session.streams) == 1  # held, as the test above shows
         held = PausesOnTheLastFrame.instance
         assert held is not None
