@@ -132,8 +132,8 @@ class Stream(StreamCore):
         self._open_window = window  # the window of the OPEN frame
         self._blocked = False  # in the session's queue of streams waiting for the transport
         # The session's handler task for this stream, from when it is made until it is done
-        # (_handler_task below is set once it runs).
-        # (True while a task factory makes it: it may run inside create_task)
+        # (True while an application's task factory makes it: the handler may run inside
+        # create_task); _handler_task below is set once the handler runs.
         self._handled: asyncio.Task[None] | bool | None = None
         self._handler_task: asyncio.Task[None] | None = None  # that task, once it runs
         self._protocol: StreamProtocol | None = None  # callbacks instead of reads
