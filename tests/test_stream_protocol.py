@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
+from session_util import eventually
 
 import mio
 from mio import ErrorCode
@@ -547,10 +548,7 @@ async def _hold_the_end(server: mio.Server, client: mio.Session, data: bytes) ->
     if not data:  # pause before the end arrives, with nothing left to deliver
         stream.write(b"x")
         await stream.drain()
-        for _ in range(200):
-            if PausesOnTheLastFrame.events:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: bool(PausesOnTheLastFrame.events), 2.0)
     assert await stream.read() == b""  # the protocol's write_eof arrived
     stream.write(data)
     stream.write_eof()
@@ -631,10 +629,7 @@ async def test_a_callback_failing_on_held_data_without_resets_still_finishes() -
         assert await stream.read() == b""  # the protocol's write_eof arrived
         stream.write(b"a")
         await stream.drain()
-        for _ in range(200):
-            if PausesOnTheLastFrame.events:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: bool(PausesOnTheLastFrame.events), 2.0)
         stream.write(b"held")
         stream.write_eof()
         await stream.wait_closed()
@@ -644,9 +639,7 @@ async def test_a_callback_failing_on_held_data_without_resets_still_finishes() -
         held = PausesOnTheLastFrame.instance
         assert held is not None
         held.stream.resume_reading()
-        for _ in range(20):
-            await asyncio.sleep(0.005)
-        assert not session.streams
+        await eventually(lambda: not session.streams, 2.0)
         closed = [e for e in PausesOnTheLastFrame.events if e[0] == "closed"]
         assert len(closed) == 1
         assert isinstance(closed[0][1], RuntimeError)
@@ -689,10 +682,7 @@ async def test_a_peers_close_while_paused_still_delivers_what_it_sent() -> None:
         stream = await client.open_stream()
         stream.write(b"first")
         await stream.drain()
-        for _ in range(200):
-            if PausesOnData.events:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: bool(PausesOnData.events), 2.0)
         stream.write(b"last")
         stream.close()
         await stream.wait_closed()
