@@ -828,3 +828,83 @@ def test_feed_errors_identical_across_implementations(both_impls: list[Impl]) ->
                 dec.feed(data)
             seen.add((type(info.value), str(info.value)))
         assert len(seen) == 1, seen
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder: ``sinks``, DATA routed straight to the receiver of its stream.
+
+
+class Sink:
+    """A receiver in ``sinks``: records what its ``_feed`` gets."""
+
+    def __init__(self, rec: Recorder, stream_id: int) -> None:
+        self.rec, self.stream_id = rec, stream_id
+
+    def _feed(self, payload: bytes, end: bool) -> None:
+        assert type(payload) is bytes
+        self.rec.events.append(("sink", self.stream_id, payload, end))
+
+
+def test_sinks_take_the_data_of_their_streams(impl: Impl) -> None:
+    rec = Recorder()
+    sinks: dict[int, Any] = {3: Sink(rec, 3)}
+    dec = impl.frame.FrameDecoder(rec.on_data, rec.on_frame, sinks=sinks)
+    dec.feed(
+        header(3, 2, 0x01)
+        + b"ab"  # a sink's stream
+        + header(5, 1, 0x11)
+        + b"c"  # no sink: on_data
+        + header(3, 0, 0x11)  # empty DATA+HFR to the sink
+        + header(3, 7, 0x09)  # other frames always go to on_frame
+    )
+    assert rec.events == [
+        ("sink", 3, b"ab", False),
+        ("data", 5, b"c", True),
+        ("sink", 3, b"", True),
+        ("frame", 0x09, 3, 7),
+    ]
+
+
+def test_sinks_are_looked_up_per_frame_and_per_piece(impl: Impl) -> None:
+    rec = Recorder()
+    sinks: dict[int, Any] = {}
+    dec = impl.frame.FrameDecoder(rec.on_data, rec.on_frame, sinks=sinks)
+    dec.feed(header(7, 4, 0x11) + b"ab")
+    sinks[7] = Sink(rec, 7)  # registered while the payload is in flight
+    dec.feed(b"cd")
+    del sinks[7]
+    dec.feed(header(7, 1, 0x01) + b"e")
+    assert rec.events == [
+        ("data", 7, b"ab", False),
+        ("sink", 7, b"cd", True),
+        ("data", 7, b"e", False),
+    ]
+
+
+def test_sinks_take_assembled_payloads_whole(impl: Impl) -> None:
+    rec = Recorder()
+    dec = impl.frame.FrameDecoder(
+        rec.on_data, rec.on_frame, MAX_VALUE, 1024, sinks={1: Sink(rec, 1)}
+    )
+    dec.feed(header(1, 16, 0x11) + b"x" * 8)
+    assert dec.assembling == 16
+    dec.feed(b"y" * 8)
+    assert rec.events == [("sink", 1, b"x" * 8 + b"y" * 8, True)]
+
+
+def test_sinks_must_be_a_dict(impl: Impl) -> None:
+    with pytest.raises(TypeError, match="sinks must be a dict or None, not list"):
+        impl.frame.FrameDecoder(print, print, sinks=[])  # type: ignore[arg-type]
+
+
+def test_a_failing_sink_propagates(impl: Impl) -> None:
+    class Boom(Exception):
+        pass
+
+    class Bad:
+        def _feed(self, payload: bytes, end: bool) -> None:
+            raise Boom
+
+    dec = impl.frame.FrameDecoder(lambda *a: None, lambda *a: None, sinks={1: Bad()})
+    with pytest.raises(Boom):
+        dec.feed(header(1, 1, 0x01) + b"z")

@@ -56,6 +56,7 @@ class FrameDecoder:
         on_frame: Callable[[int, int, int], object],
         max_frame_size: int = 16777215,
         assemble_max: int = 0,
+        sinks: dict[int, Any] | None = None,
     ) -> None: ...
     @property
     def max_frame_size(self) -> int: ...

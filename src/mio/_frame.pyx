@@ -11,6 +11,8 @@ from cpython.buffer cimport (
 )
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.object cimport PyObject
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -266,6 +268,11 @@ cdef class FrameDecoder:
     * ``on_frame(kind, stream_id, value)`` for every other frame: ``kind`` is one of the
       ``KIND_*`` constants (the frame's flags octet with reserved bits cleared).
 
+    With ``sinks`` (a dict of stream id to receiver), DATA for a stream id in it goes to
+    ``sinks[stream_id]._feed(payload, end)`` instead of ``on_data`` (the dict is looked up
+    per frame, so it may change from one frame to the next): the session hands it its
+    stream table, which saves a Python-level dispatch call per DATA frame.
+
     With ``assemble_max`` > 0, a payload of at most that many bytes that does not end in
     the chunk being fed, but of which at least an eighth is in it, is *assembled* instead:
     the decoder allocates it whole (:attr:`assembling` is its size), copies what arrived
@@ -282,6 +289,7 @@ cdef class FrameDecoder:
 
     cdef object _on_data
     cdef object _on_frame
+    cdef dict _sinks
     cdef uint32_t _max_frame_size
     cdef uint8_t _hbuf[8]
     cdef Py_ssize_t _hlen
@@ -295,9 +303,12 @@ cdef class FrameDecoder:
     cdef object _payload  # bytes being assembled (written only while nobody else sees it)
     cdef Py_ssize_t _filled
 
-    def __init__(self, on_data, on_frame, max_frame_size=MAX_VALUE, assemble_max=0):
+    def __init__(self, on_data, on_frame, max_frame_size=MAX_VALUE, assemble_max=0, sinks=None):
         _check_frame_size(max_frame_size)
         _check_assemble_max(assemble_max)
+        if sinks is not None and type(sinks) is not dict:
+            raise TypeError(f"sinks must be a dict or None, not {type(sinks).__name__}")
+        self._sinks = sinks
         self._assemble_max = assemble_max
         self._payload = None
         self._filled = 0
@@ -380,7 +391,17 @@ cdef class FrameDecoder:
         payload = self._payload
         self._payload = None
         self._filled = 0
-        self._on_data(self._sid, payload, self._hfr)
+        self._data(self._sid, payload, self._hfr)
+        return 0
+
+    cdef inline int _data(self, uint32_t sid, object payload, bint end) except -1:
+        cdef PyObject* sink
+        if self._sinks is not None:
+            sink = PyDict_GetItemWithError(self._sinks, sid)
+            if sink is not NULL:
+                (<object>sink)._feed(payload, end)
+                return 0
+        self._on_data(sid, payload, end)
         return 0
 
     def __reduce__(self):
@@ -416,7 +437,6 @@ cdef class FrameDecoder:
         cdef uint8_t raw_flags, kind
         cdef const uint8_t* h
         cdef object chunk
-        cdef object on_data = self._on_data
         cdef object on_frame = self._on_frame
         while pos < n:
             if self._remaining:
@@ -437,7 +457,7 @@ cdef class FrameDecoder:
                 else:
                     chunk = PyBytes_FromStringAndSize(<const char*>p + pos, take)
                 pos += take
-                on_data(self._sid, chunk, self._hfr and self._remaining == 0)
+                self._data(self._sid, chunk, self._hfr and self._remaining == 0)
                 continue
             if self._hlen or n - pos < C_HEADER_SIZE:
                 take = C_HEADER_SIZE - self._hlen
@@ -476,7 +496,7 @@ cdef class FrameDecoder:
                         # peer makes us allocate is at most 8x what it sent): assemble it
                         self._payload = PyBytes_FromStringAndSize(NULL, value)
                 else:
-                    on_data(sid, b"", kind == K_DATA_HFR)
+                    self._data(sid, b"", kind == K_DATA_HFR)
                 continue
             if kind == K_OPEN or kind == K_WINDOW_UPDATE or kind == K_RST:
                 if sid == 0:

@@ -45,6 +45,7 @@ KIND_FIN = 0x02
 _STREAM_KINDS = frozenset((KIND_OPEN, KIND_DATA, KIND_DATA_HFR, KIND_WINDOW_UPDATE, KIND_RST))
 _SESSION_KINDS = frozenset((KIND_SESSION_WINDOW_UPDATE, KIND_FIN))
 _DATA_KINDS = frozenset((KIND_DATA, KIND_DATA_HFR))
+_ABSENT = object()  # FrameDecoder._routed: no sink for this stream id
 
 
 # Integer arguments go through ``operator.index`` first (``PyNumber_Index`` in the compiled
@@ -210,6 +211,11 @@ class FrameDecoder:
     * ``on_frame(kind, stream_id, value)`` for every other frame: ``kind`` is one of the
       ``KIND_*`` constants (the frame's flags octet with reserved bits cleared).
 
+    With ``sinks`` (a dict of stream id to receiver), DATA for a stream id in it goes to
+    ``sinks[stream_id]._feed(payload, end)`` instead of ``on_data`` (the dict is looked up
+    per frame, so it may change from one frame to the next): the session hands it its
+    stream table, which saves a Python-level dispatch call per DATA frame.
+
     With ``assemble_max`` > 0, a payload of at most that many bytes that does not end in
     the chunk being fed, but of which at least an eighth is in it, is *assembled* instead:
     the decoder allocates it whole (:attr:`assembling` is its size), copies what arrived
@@ -236,8 +242,10 @@ class FrameDecoder:
         "_on_data",
         "_on_frame",
         "_payload",
+        "_plain_on_data",
         "_remaining",
         "_sid",
+        "_sinks",
     )
 
     def __init__(
@@ -246,6 +254,7 @@ class FrameDecoder:
         on_frame: Callable[[int, int, int], object],
         max_frame_size: int = MAX_VALUE,
         assemble_max: int = 0,
+        sinks: dict[int, Any] | None = None,
     ) -> None:
         _check_frame_size(max_frame_size)
         assemble_max = _index(assemble_max)
@@ -254,7 +263,11 @@ class FrameDecoder:
         self._assemble_max = assemble_max
         self._payload: bytearray | None = None
         self._filled = 0
-        self._on_data = on_data
+        if sinks is not None and type(sinks) is not dict:
+            raise TypeError(f"sinks must be a dict or None, not {type(sinks).__name__}")
+        self._sinks = sinks
+        self._plain_on_data = on_data
+        self._on_data = on_data if sinks is None else self._routed
         self._on_frame = on_frame
         self._max_frame_size = _index(max_frame_size)
         self._hbuf = bytearray()
@@ -326,6 +339,13 @@ class FrameDecoder:
         self._payload = None
         self._filled = 0
         self._on_data(self._sid, bytes(payload), self._hfr)
+
+    def _routed(self, stream_id: int, payload: bytes, end: bool) -> None:
+        sink = self._sinks.get(stream_id, _ABSENT)  # type: ignore[union-attr]
+        if sink is not _ABSENT:
+            sink._feed(payload, end)
+        else:
+            self._plain_on_data(stream_id, payload, end)
 
     def __reduce__(self) -> NoReturn:
         # A decoder holds callbacks and possibly part of a frame: it is neither pickled nor

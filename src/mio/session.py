@@ -163,8 +163,14 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._handler = cast("Callable[[Stream], Awaitable[None]] | None", handler)
         self._codec: ModuleType = _codec if _codec is not None else _impl
         frame = self._codec.frame
+        self._streams: dict[int, Stream] = {}
+        # DATA for a stream in the table goes straight to Stream._feed (see FrameDecoder)
         self._decoder = frame.FrameDecoder(
-            self._on_data, self._on_frame, config.max_recv_frame_size, _ASSEMBLE_MAX
+            self._on_data,
+            self._on_frame,
+            config.max_recv_frame_size,
+            _ASSEMBLE_MAX,
+            sinks=self._streams,
         )
         self._into_payload = False  # the last get_buffer() gave the decoder's payload buffer
         self._joining_writelines = False  # set by connection_made
@@ -173,7 +179,6 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
         self._append_data = frame.append_data
         self._max_frame_size = config.max_frame_size
         self._next_id = 1 if client else 2
-        self._streams: dict[int, Stream] = {}
         self._local_count = 0
         self._remote_count = 0
         # Memory held for the peer (see mio.budget): unread inbound bytes, and data queued

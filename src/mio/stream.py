@@ -212,23 +212,22 @@ class Stream(StreamCore):
     def _read_limit(self) -> int:
         return int(self._recv.window)
 
-    async def _wait(self, need: int = 1) -> None:
-        # ReadSide._wait with _before_wait inlined (once per read that waits)
-        if self._waiter is not None:
+    def _wait(self, need: int = 1) -> asyncio.Future[None]:
+        # ReadSide._wait as a plain function returning the future to await (no coroutine
+        # per wait), _before_wait inlined. Whoever completes the future clears _waiter first
+        # (_feed, _wake); a done future left there (the read was cancelled) counts as none.
+        w = self._waiter
+        if w is not None and not w.done():
             raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
-        fut = self._loop.create_future()
-        self._waiter = fut
-        try:
-            if self._protocol is not None:
-                self._before_wait(need)  # raises
-            recv = self._recv
-            if need > recv.available and recv.pending and not self._eof:
-                self._session._send_window_update(self._id, recv.flush())
-            if self._session._read_paused:
-                self._session._reader_waits()
-            await fut
-        finally:
-            self._waiter = None
+        if self._protocol is not None:
+            self._before_wait(need)  # raises
+        recv = self._recv
+        if need > recv.available and recv.pending and not self._eof:
+            self._session._send_window_update(self._id, recv.flush())
+        if self._session._read_paused:
+            self._session._reader_waits()
+        fut = self._waiter = self._loop.create_future()
+        return fut
 
     def _before_wait(self, need: int) -> None:
         if self._protocol is not None:
@@ -645,6 +644,8 @@ class Stream(StreamCore):
                     chunks.append(data)
                 self._size += n
         w = self._waiter
+        if w is not None:
+            self._waiter = None
         if end:
             if not self._eof:  # _on_remote_end(None), inlined
                 self._eof = True
