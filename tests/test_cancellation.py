@@ -126,3 +126,30 @@ async def test_random_timeouts_under_load_leave_a_clean_session() -> None:
         assert await roundtrip(await client.open_stream(), b"still fine") == b"still fine"
     assert timeouts[0] > 100
     await no_new_tasks(before)
+
+
+async def test_a_second_reader_is_refused_while_one_waits(loop_kind: str) -> None:
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        peer = await server.accept_stream()
+        first = asyncio.ensure_future(stream.read(10))
+        await asyncio.sleep(0.01)
+        assert not first.done()
+        for second in (stream.read(1), stream.readexactly(1), stream.readline(), anext(stream)):
+            with pytest.raises(RuntimeError, match="another coroutine is already reading"):
+                await second
+        peer.write(b"one")
+        assert await first == b"one"
+        # the woken reader's future is gone: the next reads wait again, one at a time
+        first = asyncio.ensure_future(stream.readexactly(3))
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="already reading"):
+            await stream.read(1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # a cancelled read leaves no reader behind
+        peer.write(b"two")
+        assert await asyncio.wait_for(stream.readexactly(3), 5) == b"two"
+        assert await peer.readexactly(1) == b"x"

@@ -198,18 +198,20 @@ class ReadSide:
             await self._wait()
         return self._take(_READ_CHUNK)
 
-    async def _wait(self, need: int = 1) -> None:
-        if self._waiter is not None:
+    def _wait(self, need: int = 1) -> asyncio.Future[None]:
+        """The future a read awaits until more data or the end arrives (a plain function,
+        not a coroutine: no coroutine object per wait). Whoever completes it clears
+        ``_waiter`` first; a done future left there (the read was cancelled) counts as none."""
+        w = self._waiter
+        if w is not None and not w.done():
             raise RuntimeError(f"stream {self._id}: another coroutine is already reading")
-        fut = self._loop.create_future()
-        self._waiter = fut  # type: ignore[misc]  # a slot of the stream class
-        try:
-            self._before_wait(need)
-            await fut
-        finally:
-            self._waiter = None  # type: ignore[misc]
+        self._before_wait(need)
+        fut = self._waiter = self._loop.create_future()  # type: ignore[misc]  # a slot
+        return fut
 
     def _wake(self) -> None:
         w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            self._waiter = None  # type: ignore[misc]
+            if not w.done():
+                w.set_result(None)
