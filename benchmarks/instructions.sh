@@ -9,15 +9,32 @@
 #   systems (the end-to-end benchmark's own W2/W3 client and server, client and server in one
 #     process): mio, mio-cb (the server on mio.StreamProtocol), mio-pure
 #     (MIO_NO_EXTENSIONS=1) and raw TCP (b), so the ratio
-#     mio / raw TCP (b) is the one the W2 CPU target speaks about, without noise.
+#     mio / raw TCP (b) is the one the W2 CPU target speaks about, without noise;
+#   W3 per round trip (200 streams, 5 against 25 round trips each: stream set-up excluded)
+#     for the same systems and for task_floor.py's coroutine-per-stream floor (raw TCP (b)
+#     with a task per stream on the server): raw TCP (b) / floor bounds what a
+#     coroutine-per-stream server reaches against raw TCP (b) on W3.
 #
 # Needs valgrind (Debian package). Usage: benchmarks/instructions.sh [--systems-only]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-count() {  # env-assignments... -- args of session_cost.py
+count() {  # args of session_cost.py
+  count_script session_cost.py "$@"
+}
+count_script() {  # script args...
+  local script=$1
+  shift
   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-    python "$here/session_cost.py" "$@" 2>&1 |
+    python "$here/$script" "$@" 2>&1 |
     grep -o "Collected : [0-9]*" | awk '{print $3}'
+}
+per_roundtrip() {  # label script args...
+  local label=$1 script=$2
+  shift 2
+  local a b
+  a=$(count_script "$script" "$@" --rounds 5)
+  b=$(count_script "$script" "$@" --rounds 25)
+  echo "$label: $(( (b - a) / (200 * 20) )) instructions per round trip"
 }
 marginal() {  # label unit small large args...
   local label=$1 unit=$2 small=$3 large=$4
@@ -41,3 +58,10 @@ for system in mio mio-cb mio-pure tcp-b; do
   # W3: size streams x 5 round trips; per stream = 5 round trips
   marginal "$system W3" "stream (5 round trips)" 100 400 --one streams --system "$name"
 done
+for system in mio mio-cb mio-pure tcp-b; do
+  name=$system
+  export MIO_NO_EXTENSIONS=0
+  if [ "$system" = mio-pure ]; then name=mio; export MIO_NO_EXTENSIONS=1; fi
+  per_roundtrip "$system W3" session_cost.py --one streams --system "$name" --size 200
+done
+per_roundtrip "floor W3 (raw TCP (b), a task per stream)" task_floor.py --server task --streams 200

@@ -148,6 +148,9 @@ def main() -> None:
     ap.add_argument("--one", choices=list(WORKLOADS), help="run one workload, print nothing")
     ap.add_argument("--size", type=int, default=0, help="its size (with --one)")
     ap.add_argument(
+        "--rounds", type=int, default=5, help="round trips per stream (--one streams)"
+    )
+    ap.add_argument(
         "--system",
         choices=["mio", "mio-cb", "tcp-b"],
         default=None,
@@ -163,11 +166,18 @@ def main() -> None:
     if args.one and args.system:
         if args.one not in SYSTEM_WORKLOADS:
             ap.error("--system works with --one rpc or --one streams")
-        runner(SYSTEM_WORKLOADS[args.one](args.system, args.size or WORKLOADS[args.one][1]))
+        size = args.size or WORKLOADS[args.one][1]
+        if args.one == "streams":
+            runner(system_streams(args.system, size, args.rounds))
+        else:
+            runner(SYSTEM_WORKLOADS[args.one](args.system, size))
         return
     if args.one:
         func, size = WORKLOADS[args.one]
-        runner(func(args.size or size))
+        if args.one == "streams":
+            runner(streams(args.size or size, args.rounds))
+        else:
+            runner(func(args.size or size))
         return
     result = runner(_timed())
     print(

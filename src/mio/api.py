@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import ssl as _ssl
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+from ._oneport import create_on_one_port
 from ._summarylog import SummaryLog
 from .budget import MemoryBudget
 from .config import Config
@@ -565,6 +567,17 @@ class Server(SessionTracker[Session]):
             self._forever = None
 
 
+async def _create_server(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.BaseProtocol],
+    host: str | Sequence[str] | None,
+    port: int | None,
+    **kwargs: Any,
+) -> asyncio.Server:
+    # port 0 on several addresses (host None, a name with several): one port for all
+    return await create_on_one_port(lambda p: loop.create_server(factory, host, p, **kwargs), port)
+
+
 async def serve(
     handler: StreamHandler | None = None,
     host: str | Sequence[str] | None = None,
@@ -600,7 +613,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     server = Server(handler, session_handler, config, budget=budget, max_sessions=max_sessions)
-    await server._listen(loop.create_server, host, port, ssl=ssl, **kwargs)
+    await server._listen(functools.partial(_create_server, loop), host, port, ssl=ssl, **kwargs)
     return server
 
 

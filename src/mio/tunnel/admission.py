@@ -13,6 +13,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 
+from .._oneport import create_on_one_port
 from ..config import Config
 from ..session import Session
 from ..stream import Stream
@@ -86,10 +87,12 @@ async def listen(
     what: str,
     host: str | None,
     port: int,
-    create: Callable[[], Awaitable[asyncio.Server]],
+    create: Callable[[int], Awaitable[asyncio.Server]],
 ) -> asyncio.Server:
+    """``create(port)``, its ``OSError`` turned into a :class:`ListenError` naming ``what``
+    and the address; port 0 gives every listening socket the same port."""
     try:
-        return await create()
+        return await create_on_one_port(create, port)
     except OSError as exc:
         where = format_address((host or "", port))
         raise ListenError(

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 
+from .._oneport import create_on_one_port
 from ..errors import MioError
 from ..wire import ErrorCode
 from .addr import format_address
@@ -54,7 +55,9 @@ class Forwarder:
         """Listen on the local port and print ``forward listening on HOST:PORT``."""
         opts = self.options
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._local_end, opts.host, opts.port)
+        self._server = await create_on_one_port(
+            lambda p: loop.create_server(self._local_end, opts.host, p), opts.port
+        )
         for sock in self._server.sockets:
             announce(f"forward listening on {format_address(sock.getsockname())}")
 

@@ -14,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+from .._oneport import create_on_one_port
+
 __all__ = ("Metric", "render", "serve_metrics", "HEAD_LIMIT", "HEAD_TIMEOUT")
 
 log = logging.getLogger("mio.tunnel.metrics")
@@ -76,4 +78,6 @@ async def serve_metrics(host: str | None, port: int, text: Callable[[], str]) ->
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    return await asyncio.start_server(handle, host, port, limit=HEAD_LIMIT)
+    return await create_on_one_port(
+        lambda p: asyncio.start_server(handle, host, p, limit=HEAD_LIMIT), port
+    )

@@ -17,7 +17,7 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..budget import MemoryBudget
@@ -187,6 +187,15 @@ class Relay:
         )
 
     # ------------------------------------------------------------------ lifecycle
+    @staticmethod
+    def _create_public(
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None,
+        port: int,
+    ) -> Awaitable[asyncio.Server]:
+        return loop.create_server(factory, host, port)
+
     async def start(self) -> None:
         """Bind the agent listener and every public port, then print the readiness lines
         (none if a bind fails: :class:`ListenError` names the address)."""
@@ -197,7 +206,7 @@ class Relay:
             "--listen",
             opts.host,
             opts.port,
-            lambda: loop.create_server(asyncio.Protocol, opts.host, opts.port, start_serving=False),
+            lambda p: loop.create_server(asyncio.Protocol, opts.host, p, start_serving=False),
         )
         self._listeners.append(listener)
         for sock in listener.sockets:
@@ -207,8 +216,8 @@ class Relay:
                 f"--public {name}",
                 host,
                 port,
-                lambda name=name, host=host, port=port: loop.create_server(  # type: ignore[misc]
-                    functools.partial(self._public_end, name), host, port
+                functools.partial(
+                    self._create_public, loop, functools.partial(self._public_end, name), host
                 ),
             )
             self._publics.append(server)
@@ -224,8 +233,8 @@ class Relay:
                 "--ws-listen",
                 opts.ws_host,
                 ws_port,
-                lambda: loop.create_server(
-                    asyncio.Protocol, opts.ws_host, ws_port, start_serving=False
+                lambda p: loop.create_server(
+                    asyncio.Protocol, opts.ws_host, p, start_serving=False
                 ),
             )
             self._listeners.append(ws_listener)
@@ -728,10 +737,10 @@ class Relay:
                     host,
                     port,
                     functools.partial(
-                        asyncio.get_running_loop().create_server,
+                        self._create_public,
+                        asyncio.get_running_loop(),
                         functools.partial(self._public_end, name),
                         host,
-                        port,
                     ),
                 )
         except OSError:
