@@ -11,8 +11,8 @@
 #     (MIO_NO_EXTENSIONS=1) and raw TCP (b), so the ratio
 #     mio / raw TCP (b) is the one the W2 CPU target speaks about, without noise;
 #   W3 per round trip (200 streams, 5 against 25 round trips each: stream set-up excluded)
-#     for the same systems and for task_floor.py's coroutine-per-stream floor (raw TCP (b)
-#     with a task per stream on the server): raw TCP (b) / floor bounds what a
+#     for the same systems and for tcp-task, the coroutine-per-stream floor (raw TCP (b)
+#     with a task per stream on the server): raw TCP (b) / tcp-task bounds what a
 #     coroutine-per-stream server reaches against raw TCP (b) on W3.
 #
 # Needs valgrind (Debian package). Usage: benchmarks/instructions.sh [--systems-only]
@@ -58,10 +58,9 @@ for system in mio mio-cb mio-pure tcp-b; do
   # W3: size streams x 5 round trips; per stream = 5 round trips
   marginal "$system W3" "stream (5 round trips)" 100 400 --one streams --system "$name"
 done
-for system in mio mio-cb mio-pure tcp-b; do
+for system in mio mio-cb mio-pure tcp-b tcp-task; do
   name=$system
   export MIO_NO_EXTENSIONS=0
   if [ "$system" = mio-pure ]; then name=mio; export MIO_NO_EXTENSIONS=1; fi
   per_roundtrip "$system W3" session_cost.py --one streams --system "$name" --size 200
 done
-per_roundtrip "floor W3 (raw TCP (b), a task per stream)" task_floor.py --server task --streams 200

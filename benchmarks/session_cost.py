@@ -147,12 +147,10 @@ def main() -> None:
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     ap.add_argument("--one", choices=list(WORKLOADS), help="run one workload, print nothing")
     ap.add_argument("--size", type=int, default=0, help="its size (with --one)")
-    ap.add_argument(
-        "--rounds", type=int, default=5, help="round trips per stream (--one streams)"
-    )
+    ap.add_argument("--rounds", type=int, default=5, help="round trips per stream (--one streams)")
     ap.add_argument(
         "--system",
-        choices=["mio", "mio-cb", "tcp-b"],
+        choices=["mio", "mio-cb", "tcp-b", "tcp-task"],
         default=None,
         help="with --one rpc|streams: run the end-to-end benchmark's client and server of "
         "this system in one process (mio-pure: --system mio with MIO_NO_EXTENSIONS=1)",

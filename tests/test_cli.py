@@ -416,7 +416,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "bench",
         "--smoke",
         "--systems",
-        "mio,tcp-b",
+        "mio,tcp-b,tcp-task",
         "--loop",
         "asyncio",
         "--json",
@@ -443,6 +443,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         ("tcp-b", "W1"),
         ("tcp-b", "W2"),
         ("tcp-b", "W3"),
+        ("tcp-task", "W2"),
+        ("tcp-task", "W3"),
     }
     assert all(r["ok"] for r in runs), [r.get("error") for r in runs]
     assert all(r["loop"] == "asyncio" for r in runs)

@@ -41,7 +41,7 @@ __all__ = ("Settings", "PlanItem", "BenchResult", "run_bench", "main", "Progress
 #: ``--opt`` prefixes and the systems they apply to
 OPT_FAMILIES = {
     "mio": ("mio", "mio-cb", "mio-pure", "mio-quic"),
-    "tcp": ("tcp-a", "tcp-b"),
+    "tcp": ("tcp-a", "tcp-b", "tcp-task"),
     "h2": ("h2",),
     "quic": ("quic",),
 }

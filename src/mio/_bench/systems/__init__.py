@@ -80,6 +80,18 @@ SYSTEMS: dict[str, System] = {
             ),
         ),
         System(
+            "tcp-task",
+            "raw TCP (b) + tasks",
+            "bench_tcp",
+            "task",
+            ("W2", "W3"),
+            description=(
+                "raw TCP (b)'s framing with a task per stream on the server, woken by a "
+                "future per message: the floor of a coroutine-per-stream server (a "
+                "reference, not a target)"
+            ),
+        ),
+        System(
             "h2",
             "h2",
             "bench_h2",

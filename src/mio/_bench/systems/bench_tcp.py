@@ -5,6 +5,10 @@ half-close; the server echoes and closes on EOF), W3 opens 1000 connections (one
 Variant ``pipe`` (raw TCP (b)): W2/W3 share one connection carrying ``[u32 len][u32 id]``
 frames, writes coalesced once per loop iteration: what hand-written multiplexing of
 requests over one asyncio connection costs, with no flow control, no per-stream state.
+Variant ``task`` (raw TCP (b) + tasks): the same framing, but the server serves every stream
+id with its own coroutine (task), woken through a future per frame, as any server with a
+coroutine per stream must be (mio's ``Stream`` API): the floor of that design, not a
+target. The high bit of the id marks a stream's last frame (W2's request, W3's finish).
 W1 (both): one plain connection, 64 KiB writes with ``pause_writing`` backpressure (the
 client's write strategy is mio's: the chunk handed to the transport as is, wait while the
 transport is paused), half-close; the server reads with ``BufferedProtocol`` into a 256 KiB
@@ -14,6 +18,7 @@ buffer (as mio does) and acknowledges the count.
 from __future__ import annotations
 
 import asyncio
+import collections
 import struct
 import zlib
 from typing import Any
@@ -22,6 +27,7 @@ from .. import common as C
 
 DEFAULT_OPTS: dict[str, Any] = {}
 HDR = struct.Struct("!II")  # payload length, request id
+END = 0x80000000  # id bit of the ``task`` variant: the last frame of its stream
 
 
 # ---------------------------------------------------------------------------- server side
@@ -98,12 +104,83 @@ class FramedEchoServer(asyncio.Protocol):
             self.t.write(out)
 
 
+class FramedTaskEchoServer(asyncio.Protocol):
+    """``[len][id][payload]`` frames, every stream id served by its own task: the task
+    waits on a future until its inbox has a frame, echoes it (replies coalesced once per
+    loop iteration) and returns after the frame marked ``END``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.flush_scheduled = False
+        # id -> [waiter future or None, inbox of (payload, end), task]
+        self.streams: dict[int, list[Any]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def _send(self, sid: int, payload: bytes) -> None:
+        self.out += HDR.pack(len(payload), sid)
+        self.out += payload
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and not self.t.is_closing():
+            self.t.write(bytes(self.out))
+            self.out.clear()
+
+    async def _serve(self, sid: int, state: list[Any]) -> None:
+        inbox: collections.deque[tuple[bytes, bool]] = state[1]
+        while True:
+            while not inbox:
+                state[0] = fut = self.loop.create_future()
+                await fut
+            payload, end = inbox.popleft()
+            self._send(sid, payload)
+            if end:
+                del self.streams[sid]
+                return
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        off, n = 0, len(buf)
+        while n - off >= 8:
+            ln, raw = HDR.unpack_from(buf, off)
+            end = off + 8 + ln
+            if end > n:
+                break
+            sid = raw & ~END
+            state = self.streams.get(sid)
+            if state is None:
+                state = self.streams[sid] = [None, collections.deque(), None]
+                state[2] = self.loop.create_task(self._serve(sid, state))
+            state[1].append((bytes(buf[off + 8 : end]), bool(raw & END)))
+            w = state[0]
+            if w is not None:
+                state[0] = None
+                w.set_result(None)
+            off = end
+        if off:
+            del buf[:off]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for state in self.streams.values():
+            state[2].cancel()
+        self.streams.clear()
+
+
 async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     factories = {
         "bulk": lambda: BulkServer(stats, verify),
         "echo": EchoServer,
         "framed": FramedEchoServer,
+        "framed-task": FramedTaskEchoServer,
     }
     ports = {}
     for kind, factory in factories.items():
@@ -236,10 +313,10 @@ class FramedClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t: asyncio.Transport = transport  # type: ignore[assignment]
 
-    def request(self, rid: int, payload: bytes) -> asyncio.Future[bytes]:
+    def request(self, rid: int, payload: bytes, end: bool = False) -> asyncio.Future[bytes]:
         fut = self.loop.create_future()
         self.pending[rid] = fut
-        self.out += HDR.pack(len(payload), rid)
+        self.out += HDR.pack(len(payload), rid | END if end else rid)
         self.out += payload
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -273,22 +350,25 @@ class FramedClient(asyncio.Protocol):
 
 
 class _PipeEcho:
-    def __init__(self, conn: FramedClient, i: int) -> None:
-        self.conn, self.i = conn, i
+    def __init__(self, conn: FramedClient, i: int, ends: bool) -> None:
+        self.conn, self.i, self.ends = conn, i, ends
 
     async def roundtrip(self, msg: bytes) -> bytes:
         return await self.conn.request(self.i, msg)
 
     async def finish(self) -> bool:
+        if self.ends:  # the task variant: an empty END frame ends the server's task
+            return await self.conn.request(self.i, b"", end=True) == b""
         return True  # ids need no closing
 
 
 class Client:
     def __init__(self, ports: dict[str, int], opts: dict[str, Any], variant: str) -> None:
-        if variant not in ("conn", "pipe"):
+        if variant not in ("conn", "pipe", "task"):
             raise ValueError(f"raw TCP variant {variant!r}")
         self._ports = ports
-        self._pipe = variant == "pipe"
+        self._pipe = variant in ("pipe", "task")
+        self._tasks = variant == "task"
         self._transport: asyncio.Transport | None = None
         self._framed: FramedClient | None = None
         self._kind = ""
@@ -297,7 +377,8 @@ class Client:
         self._kind = kind
         if self._pipe and kind == "echo":
             loop = asyncio.get_running_loop()
-            t, p = await loop.create_connection(FramedClient, C.HOST, self._ports["framed"])
+            port = self._ports["framed-task" if self._tasks else "framed"]
+            t, p = await loop.create_connection(FramedClient, C.HOST, port)
             self._transport, self._framed = t, p
 
     async def open_bulk(self) -> BulkClient:
@@ -307,7 +388,7 @@ class Client:
 
     async def request(self, i: int, payload: bytes) -> bytes:
         if self._framed is not None:
-            return await self._framed.request(i, payload)
+            return await self._framed.request(i, payload, end=self._tasks)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
         await loop.create_connection(lambda: OneShot(payload, fut), C.HOST, self._ports["echo"])
@@ -315,7 +396,7 @@ class Client:
 
     async def open_echo(self, i: int) -> EchoConn | _PipeEcho:
         if self._framed is not None:
-            return _PipeEcho(self._framed, i)
+            return _PipeEcho(self._framed, i, self._tasks)
         loop = asyncio.get_running_loop()
         _, p = await loop.create_connection(EchoConn, C.HOST, self._ports["echo"])
         return p
