@@ -10,7 +10,10 @@ From one run it reports, per system (direct TCP, ``ssh -R``, ``mio tunnel`` plai
 
 (a) one connection's bulk throughput, MB/s (iperf3, else a Python sender);
 (b) the aggregate of 8 and of 100 concurrent connections, MB/s;
-(c) new connections per second, each a 1 KB request and a 1 KB response, 16 clients;
+(c) new connections per second, each a 1 KB request and a 1 KB response, 16 clients, and
+    the CPU time the tunnel's processes (relay + agent, or sshd + ssh) spent per connection
+    meanwhile, µs: what the rate would be bound by on a machine where the tunnel has the
+    cores to itself (this script's own client and echo service share them here);
 (d) resident memory of the tunnel's processes (relay + agent, or sshd + ssh) per idle
     tunneled connection, KiB, at 1000 connections.
 
@@ -66,6 +69,24 @@ def rss_kib(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants, reaped children included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # fields after the ")" of the command name: utime is the 12th, then stime,
+            # cutime, cstime
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / tick
 
 
 async def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -315,7 +336,8 @@ def bulk_iperf(port: int, streams: int, seconds: float) -> float:
     raise RuntimeError(f"iperf3 failed: {result.get('error', done.stderr)}")
 
 
-async def connections_per_second(port: int, clients: int, seconds: float) -> float:
+async def connections_per_second(port: int, clients: int, seconds: float) -> tuple[float, int]:
+    """Connections per second and connections made."""
     request = os.urandom(1024)
 
     async def client() -> int:
@@ -335,7 +357,7 @@ async def connections_per_second(port: int, clients: int, seconds: float) -> flo
 
     start = time.monotonic()
     total = sum(await asyncio.gather(*(client() for _ in range(clients))))
-    return total / (time.monotonic() - start)
+    return total / (time.monotonic() - start), total
 
 
 async def idle_rss(system: System, port: int, count: int) -> float:
@@ -417,8 +439,17 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         row["a_MBps"] = await bulk_python(sink, 1, seconds)
                         row["b8_MBps"] = await bulk_python(sink, 8, seconds)
                         row["b100_MBps"] = await bulk_python(sink, 100, seconds)
-                    row["c_conn_per_s"] = await connections_per_second(
+                    cpu0 = sum(cpu_s(pid) for pid in system.tunnel_pids())
+                    own0 = time.process_time()
+                    row["c_conn_per_s"], made = await connections_per_second(
                         system.ports[echo_port], 16, seconds
+                    )
+                    cpu = sum(cpu_s(pid) for pid in system.tunnel_pids()) - cpu0
+                    row["c_tunnel_cpu_us_per_conn"] = (
+                        round(cpu / made * 1e6, 1) if system.procs and made else None
+                    )
+                    row["c_harness_cpu_us_per_conn"] = (
+                        round((time.process_time() - own0) / made * 1e6, 1) if made else None
                     )
                     row["d_KiB_per_conn"] = (
                         await idle_rss(system, system.ports[echo_port], idle)
@@ -440,13 +471,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| system | (a) 1 conn MB/s | (b) 8 conns MB/s | (b) 100 conns MB/s "
-        "| (c) conn/s (1 KB) | (d) KiB per idle conn |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| (c) conn/s (1 KB) | (c) tunnel CPU µs/conn | (d) KiB per idle conn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['system']} | {fmt(r['a_MBps'])} | {fmt(r['b8_MBps'])} | "
-            f"{fmt(r['b100_MBps'])} | {fmt(r['c_conn_per_s'])} | {fmt(r['d_KiB_per_conn'], 1)} |"
+            f"{fmt(r['b100_MBps'])} | {fmt(r['c_conn_per_s'])} | "
+            f"{fmt(r.get('c_tunnel_cpu_us_per_conn'))} | {fmt(r['d_KiB_per_conn'], 1)} |"
         )
     return "\n".join(lines)
 
