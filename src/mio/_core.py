@@ -45,7 +45,12 @@ from .errors import (
 )
 from .wire import ErrorCode
 
-__all__ = ("SessionCore", "StreamCore", "reset_error_class")
+__all__ = ("FLUSH_THRESHOLD", "SessionCore", "StreamCore", "reset_error_class")
+
+#: Bytes in a session's output buffer at which it writes to its transport at once instead of
+#: at the end of the loop iteration (so a burst of writes reaches the transport's flow
+#: control instead of piling up in the buffer)
+FLUSH_THRESHOLD = 64 * 1024
 
 log = logging.getLogger("mio.session")
 

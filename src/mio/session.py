@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, Literal, cast, overload
 
 from . import _impl
-from ._core import SessionCore
+from ._core import FLUSH_THRESHOLD, SessionCore
 from .budget import MemoryBudget
 from .config import Config
 from .errors import (
@@ -42,7 +42,7 @@ log = logging.getLogger("mio.session")
 #: or a :class:`~mio.StreamProtocol` subclass (one instance per stream, callbacks, no task).
 StreamHandler = Callable[[Stream], Awaitable[None]] | type[StreamProtocol]
 
-_FLUSH_THRESHOLD = 64 * 1024
+_FLUSH_THRESHOLD = FLUSH_THRESHOLD
 # DATA payloads up to this size that straddle transport reads are assembled whole by the
 # decoder and read straight into (see FrameDecoder): one copy per byte instead of two.
 # Every mio peer's frames (Config.max_frame_size, 64 KiB by default) fit.

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from ._core import StreamCore, reset_error_class
+from ._core import FLUSH_THRESHOLD, StreamCore, reset_error_class
 from .errors import (
     FlowControlError,
     SessionClosedError,
@@ -41,6 +41,9 @@ _SMALL_PIECE = 512
 # always have room must not hold the loop (and every other stream's task) for megabytes.
 _DRAIN_YIELD = 256 * 1024
 _TAIL_LIMIT = 64 * 1024
+# Writes below this go into the session's output buffer inline (one frame, never the
+# zero-copy path: Session._send_data's small-payload case)
+_SMALL_WRITE = 4096
 
 # Stream._protocol_state bits (streams served by a StreamProtocol)
 _KIND_DATA_HFR = 0x11  # wire.FrameKind.DATA_HFR
@@ -349,7 +352,21 @@ class Stream(StreamCore):
             return
         take = self._send.reserve(n)
         if take == n:
-            self._session._send_data(self._id, data)
+            session = self._session
+            if n < _SMALL_WRITE and n <= session._max_frame_size:
+                # Session._send_data for one small frame, inlined (every RPC write)
+                buf = session._wbuf
+                pos = len(buf)
+                session._append_data(buf, self._id, data, n)
+                session.frames_sent += 1
+                session._last_data_sid = self._id
+                session._last_data_flags = pos + 7
+                if len(buf) >= FLUSH_THRESHOLD:
+                    session._flush()
+                elif session._flush_handle is None:
+                    session._schedule_flush()
+            else:
+                session._send_data(self._id, data)
         else:
             if take:
                 self._session._send_data(self._id, memoryview(data)[:take])
