@@ -55,15 +55,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` and all its descendants (sshd forks per session)."""
-    total = 0
-    todo = [pid]
+def family(pid: int) -> list[int]:
+    """``pid`` and all its descendants (sshd forks per session)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` and all its descendants."""
+    total = 0
+    for p in family(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -73,20 +80,14 @@ def rss_kib(pid: int) -> int:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of ``pid`` and its descendants, reaped children included."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
+    for p in family(pid):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            # fields after the ")" of the command name: utime is the 12th, then stime,
+            # after the ")" of the command name: utime is the 12th field, then stime,
             # cutime, cstime
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(f) for f in fields[11:15])
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_port(port: int, timeout: float = 15.0) -> None:
