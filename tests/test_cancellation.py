@@ -153,3 +153,25 @@ async def test_a_second_reader_is_refused_while_one_waits(loop_kind: str) -> Non
         peer.write(b"two")
         assert await asyncio.wait_for(stream.readexactly(3), 5) == b"two"
         assert await peer.readexactly(1) == b"x"
+
+
+async def test_a_read_closed_without_cancelling_leaves_no_reader_behind(loop_kind: str) -> None:
+    """A read coroutine dropped while it waits (closed, not cancelled: driven by hand, or
+    collected with its task) must not keep the stream "already being read"."""
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        peer = await server.accept_stream()
+        for make in (
+            lambda: stream.read(10),
+            lambda: stream.read(),
+            lambda: stream.readexactly(3),
+            lambda: stream.readline(),
+            lambda: anext(stream),
+        ):
+            coro = make()
+            coro.send(None)  # suspended on the stream's waiter
+            coro.close()
+            peer.write(b"ab\n")
+            assert await asyncio.wait_for(stream.readexactly(3), 5) == b"ab\n"
+        assert await peer.readexactly(1) == b"x"

@@ -4,7 +4,7 @@ every socket the same port, so ``Server.port`` and the readiness lines are right
 from __future__ import annotations
 
 import asyncio
-import errno
+import os
 import socket
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 from session_util import echo
 
 import mio
+from mio import _oneport as oneport
 from mio._oneport import create_on_one_port
 
 HAS_IPV6 = socket.has_ipv6
@@ -53,44 +54,102 @@ async def test_mio_serve_on_every_address_with_port_0_uses_one_port(loop_kind: s
         await server.wait_closed()
 
 
-async def test_a_port_taken_on_the_other_family_is_picked_again() -> None:
-    """create_on_one_port retries with a fresh port 0 when rebinding the first socket's port
-    everywhere fails with EADDRINUSE, and gives up after a few picks."""
-    calls: list[int] = []
-
-    class Fake:
-        def __init__(self, port: int) -> None:
-            self.port = port
-            self.closed = False
-
-        @property
-        def sockets(self) -> list[Any]:
-            if self.port:
-                return [_Sock(self.port), _Sock(self.port)]
-            return [_Sock(1000 + len(calls)), _Sock(2000 + len(calls))]
-
-        def close(self) -> None:
-            self.closed = True
-
-        async def wait_closed(self) -> None:
+def open_fds() -> int:
+    """Sockets this process holds (uvloop opens /dev/null once on first use: not counted)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # the listing's own fd, closed by now
             pass
+    return count
 
-    taken = {1001}
 
-    async def create(port: int) -> Any:
+@needs_ipv6
+async def test_a_port_taken_between_probe_and_bind_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port free when probed but taken when the server binds it (a race with another
+    process): create_on_one_port picks again; a pick that never works ends in a clear error,
+    with every socket closed."""
+    loop = asyncio.get_running_loop()
+    blocker = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    blocker.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    blocker.bind(("::", 0))
+    blocker.listen(1)
+    busy = blocker.getsockname()[1]
+    real_probe = oneport._probe
+    picks = iter([busy])
+    monkeypatch.setattr(oneport, "_probe", lambda a, p: next(picks, None) or real_probe(a, p))
+    calls: list[int | None] = []
+
+    async def create(port: int | None) -> Any:
         calls.append(port)
-        if port in taken:
-            raise OSError(errno.EADDRINUSE, "in use")
-        return Fake(port)
+        return await loop.create_server(asyncio.Protocol, None, port)
 
-    server = await create_on_one_port(create, 0)
-    assert calls == [0, 1001, 0, 1003]
-    assert ports(server) == [1003, 1003]
+    before = open_fds()
+    try:
+        server = await create_on_one_port(create, 0)
+        try:
+            assert calls[:3] == [0, busy, 0]
+            assert len(calls) == 4
+            assert len(set(ports(server))) == 1
+            assert ports(server)[0] == calls[3] != busy
+        finally:
+            server.close()
+            await server.wait_closed()
+        monkeypatch.setattr(oneport, "_probe", lambda a, p: 0)  # never a port free
+        with pytest.raises(OSError, match="no port free on every listening address"):
+            await create_on_one_port(create, 0)
+        assert open_fds() == before
+    finally:
+        blocker.close()
 
-    taken = set(range(1000, 1100))
-    calls.clear()
-    with pytest.raises(OSError, match="no port free on every listening address"):
-        await create_on_one_port(create, 0)
+
+async def test_two_addresses_of_one_family_keep_a_port_each(loop_kind: str) -> None:
+    """["0.0.0.0", "127.0.0.1"] cannot share a port (the wildcard covers the other: the
+    second listen() fails): each keeps the port the kernel gave it, both serve, and closing
+    the server leaves no socket listening."""
+    before = open_fds()
+    server = await mio.serve(echo, ["0.0.0.0", "127.0.0.1"], 0)
+    listening = ports(server)
+    try:
+        assert len(listening) == 2
+        assert None not in server.sockets
+        for port in listening:
+            session = await mio.connect("127.0.0.1", port)
+            stream = await session.open_stream()
+            stream.write(b"ping")
+            stream.write_eof()
+            assert await stream.read() == b"ping"
+            session.close()
+            await session.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert open_fds() == before
+    for port in listening:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_serve_on_a_socket_the_caller_bound(loop_kind: str) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = await mio.serve(echo, sock=sock)
+    try:
+        assert server.port == port
+        session = await mio.connect("127.0.0.1", port)
+        stream = await session.open_stream()
+        stream.write(b"ping")
+        stream.write_eof()
+        assert await stream.read() == b"ping"
+        session.close()
+        await session.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_given_port_is_bound_once() -> None:
@@ -106,14 +165,6 @@ async def test_a_given_port_is_bound_once() -> None:
     server = await create_on_one_port(create, port)
     server.close()
     assert calls == [0, port]
-
-
-class _Sock:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def getsockname(self) -> tuple[str, int]:
-        return ("0.0.0.0", self.port)
 
 
 @needs_ipv6

@@ -3,16 +3,23 @@
 ``loop.create_server(host=None, port=0)`` binds one socket per address family (``0.0.0.0``
 and ``::``) and the kernel picks a *different* free port for each, so "the" port a caller
 reads back (``Server.port``, a readiness line) is wrong for half the addresses. The same
-happens with a name that resolves to several addresses. Here the first socket's port is
-taken and the server is bound again on that port everywhere.
+happens with a name that resolves to one address per family. Here a port free on every
+address is found first with probe sockets (bound *and* listening, so a clash that only
+``listen()`` reports is seen too), then the server is created again on that port.
+
+Addresses that cannot share a port are left as asyncio binds them (one port each): two of
+one family (``["0.0.0.0", "127.0.0.1"]``: the wildcard covers the other), or a server
+asyncio made with a listening socket missing (uvloop reports a failed ``listen()`` so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import socket
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ("create_on_one_port",)
 
@@ -21,32 +28,74 @@ _S = TypeVar("_S", bound=asyncio.AbstractServer)
 _ATTEMPTS = 8
 
 
-def _ports(server: asyncio.AbstractServer) -> list[int]:
-    return [int(s.getsockname()[1]) for s in getattr(server, "sockets", ())]
+def _sockets(server: asyncio.AbstractServer) -> list[Any]:
+    return list(getattr(server, "sockets", ()) or ())
 
 
-async def create_on_one_port(create: Callable[[int], Awaitable[_S]], port: int | None) -> _S:
-    """``await create(port)``; with port 0 (or None), every listening socket of the result
-    shares one port (the first socket's, or a fresh pick when the other families already use
-    it). Raises ``OSError`` (EADDRINUSE) if no port is free on every address after a few
-    picks."""
-    server = await create(port or 0)
-    if port:
-        return server
-    for _ in range(_ATTEMPTS):
-        ports = _ports(server)
-        if len(set(ports)) <= 1:
-            return server
-        chosen = ports[0]
-        server.close()
+def _probe(addresses: list[tuple[int, tuple[Any, ...]]], port: int) -> int:
+    """Bind and listen on every address with ``port`` (0: the first address picks one);
+    return the port, or 0 if some address has it taken. Probe sockets are closed."""
+    probes: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            probes.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((address[0], port, *address[2:]))
+                sock.listen(1)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return 0
+                raise
+            if not port:
+                port = int(sock.getsockname()[1])
+        return port
+    finally:
+        for sock in probes:
+            sock.close()
+
+
+async def _close(server: asyncio.AbstractServer) -> None:
+    server.close()
+    with contextlib.suppress(Exception):
         await server.wait_closed()
+
+
+async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int | None) -> _S:
+    """``await create(port)``; with port 0, every listening socket of the result shares one
+    port when the addresses allow it (one per address family). Raises ``OSError``
+    (EADDRINUSE) if no port is free on every address after a few picks."""
+    server = await create(port)
+    if port != 0:  # a fixed port, or None (``sock=`` given, or asyncio's own default)
+        return server
+    sockets = _sockets(server)
+    if None in sockets:
+        await _close(server)
+        raise OSError(errno.EADDRINUSE, "a listening socket could not listen()")
+    families = [s.family for s in sockets]
+    if len(set(s.getsockname()[1] for s in sockets)) <= 1 or len(set(families)) < len(families):
+        return server  # one port already, or addresses that cannot share one
+    addresses = [(s.family, s.getsockname()) for s in sockets]
+    for _ in range(_ATTEMPTS):
+        # A fresh pick (the server still holds its own ports, so none of those comes back)
+        chosen = _probe(addresses, 0)
+        if not chosen:
+            continue
+        await _close(server)
         try:
-            return await create(chosen)
-        except OSError as exc:
+            server = await create(chosen)
+        except OSError as exc:  # taken between the probe and the bind: pick again
             if exc.errno != errno.EADDRINUSE:
                 raise
-        server = await create(0)  # that port is taken on another address: pick again
-    server.close()
+            server = await create(0)
+            continue
+        sockets = _sockets(server)
+        if None not in sockets and len(set(s.getsockname()[1] for s in sockets)) == 1:
+            return server
+    await _close(server)
     raise OSError(
         errno.EADDRINUSE, f"no port free on every listening address after {_ATTEMPTS} picks"
     )

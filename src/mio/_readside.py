@@ -77,7 +77,11 @@ class ReadSide:
                         if self._error is not None:
                             raise self._error
                         return parts[0] if len(parts) == 1 else b"".join(parts)
-                    await self._wait()
+                    try:
+                        await self._wait()
+                    except GeneratorExit:  # closed, not cancelled: nobody waits now
+                        self._waiter = None  # type: ignore[misc]  # a slot
+                        raise
                 parts.append(self._take(self._size))
         if n == 0:
             return b""
@@ -86,7 +90,11 @@ class ReadSide:
                 if self._error is not None:
                     raise self._error
                 return b""
-            await self._wait()
+            try:
+                await self._wait()
+            except GeneratorExit:  # closed, not cancelled: nobody waits now
+                self._waiter = None  # type: ignore[misc]  # a slot
+                raise
         return self._take(n)
 
     async def readexactly(self, n: int) -> bytes:
@@ -115,7 +123,11 @@ class ReadSide:
                     raise self._error
                 partial = self._take(self._size) if self._size else b""
                 raise asyncio.IncompleteReadError(partial, n)
-            await self._wait(n - self._size)
+            try:
+                await self._wait(n - self._size)
+            except GeneratorExit:  # closed, not cancelled: nobody waits now
+                self._waiter = None  # type: ignore[misc]  # a slot
+                raise
         return self._take(n) if n else b""
 
     async def readuntil(self, separator: bytes = b"\n", *, limit: int = LINE_LIMIT) -> bytes:
@@ -164,7 +176,11 @@ class ReadSide:
                     raise self._error
                 partial = self._take(size) if size else b""
                 raise asyncio.IncompleteReadError(partial, None)
-            await self._wait()
+            try:
+                await self._wait()
+            except GeneratorExit:  # closed, not cancelled: nobody waits now
+                self._waiter = None  # type: ignore[misc]  # a slot
+                raise
 
     async def readline(self, *, limit: int = LINE_LIMIT) -> bytes:
         """Read one line (ending in ``\n``); at end of stream, the partial line or ``b""``.
@@ -195,7 +211,11 @@ class ReadSide:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
-            await self._wait()
+            try:
+                await self._wait()
+            except GeneratorExit:  # closed, not cancelled: nobody waits now
+                self._waiter = None  # type: ignore[misc]  # a slot
+                raise
         return self._take(_READ_CHUNK)
 
     def _wait(self, need: int = 1) -> asyncio.Future[None]:

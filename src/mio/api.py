@@ -411,11 +411,12 @@ class Server(SessionTracker[Session]):
                 sock = listening.dup()
                 sock.setblocking(False)
                 self._acceptors.append(_Acceptor(self, loop, sock, ssl, tls_options, backlog))
+            if start:
+                self._start_accepting()  # listen() on each: may fail (an address in use)
         except BaseException:
             self._stop_accepting()
+            server.close()
             raise
-        if start:
-            self._start_accepting()
 
     def _start_accepting(self) -> None:
         self._serving = True
@@ -574,6 +575,8 @@ async def _create_server(
     port: int | None,
     **kwargs: Any,
 ) -> asyncio.Server:
+    if kwargs.get("sock") is not None and host is None and not port:
+        port = None  # serve(handler, sock=listening_socket): the socket has its address
     # port 0 on several addresses (host None, a name with several): one port for all
     return await create_on_one_port(lambda p: loop.create_server(factory, host, p, **kwargs), port)
 
@@ -605,7 +608,8 @@ async def serve(
         max_sessions: most sessions at a time (``None``: unlimited). A connection over it
             gets FIN ``REFUSED`` and is closed at once, without a session handler; the
             client sees :class:`~mio.SessionClosedError` with ``code == ErrorCode.REFUSED``.
-        kwargs: passed to ``loop.create_server`` (``backlog``, ``reuse_address`` …).
+        kwargs: passed to ``loop.create_server`` (``backlog``, ``reuse_address``,
+            ``sock`` for a socket already bound: leave ``host`` and ``port`` out …).
             ``reuse_port=True`` (``SO_REUSEPORT``) lets several processes listen on the
             same port, the kernel spreading connections over them: one process per core,
             each session living in the process that accepted it (its streams never cross
