@@ -25,7 +25,7 @@ from tunnel_util import HOST, SECRET
 import mio
 from mio.tunnel.agent import Agent
 from mio.tunnel.forward import Forwarder, ForwardOptions
-from mio.tunnel.link import LinkOptions
+from mio.tunnel.link import LINK_CONFIG, LinkOptions
 from mio.tunnel.pipe import CHUNK_SIZE, Pipe, Pipes, StreamEnd, TcpEnd
 from mio.tunnel.relay import Relay
 
@@ -35,9 +35,9 @@ KEY = SECRET.encode()
 #: stream window, a transport high-water mark) together.
 FLOOD = 256 * 1024 * 1024
 #: What one side of the tunnel may buffer for one connection: the stream's receive
-#: window at most (1 MiB, auto-tuned), plus the transport's high-water mark (64 KiB) and
-#: one read (CHUNK_SIZE).
-PROCESS_BOUND = 1024 * 1024 + 64 * 1024 + CHUNK_SIZE
+#: window at most (LINK_CONFIG.max_window, auto-tuned), plus the transport's high-water
+#: mark (64 KiB) and one read (CHUNK_SIZE).
+PROCESS_BOUND = LINK_CONFIG.max_window + 64 * 1024 + CHUNK_SIZE
 
 
 class Service(asyncio.Protocol):

@@ -50,6 +50,13 @@ EXIT_CONFIG = 2
 STABLE_AFTER = 10.0
 
 
+#: Session parameters of every tunnel link (relay and agent): mio's defaults but a receive
+#: window that grows to 1 MiB. ``Config``'s 512 KiB keeps small messages quick beside a bulk
+#: stream; a tunneled connection forwards what it reads to a socket, a longer way round per
+#: window, and one connection over TLS measured 628 MB/s at 1 MiB against 367 at 512 KiB.
+LINK_CONFIG = Config(max_window=1024 * 1024)
+
+
 class Backoff:
     """Exponential backoff with a cap and "equal jitter": the n-th delay is uniformly
     random in ``[d/2, d]`` with ``d = min(maximum, initial * 2**n)``."""
@@ -111,8 +118,10 @@ class LinkOptions:
 
     def session_config(self) -> Config:
         if self.keepalive:
-            return Config(keepalive_interval=self.keepalive, idle_timeout=3 * self.keepalive)
-        return Config()
+            return LINK_CONFIG.replace(
+                keepalive_interval=self.keepalive, idle_timeout=3 * self.keepalive
+            )
+        return LINK_CONFIG
 
 
 StreamHandler = Callable[[Stream], Awaitable[None]]

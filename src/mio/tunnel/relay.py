@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..budget import MemoryBudget
-from ..config import Config
 from ..errors import MioError
 from ..session import Session
 from ..stream import Stream
@@ -41,6 +40,7 @@ from .admission import (
 from .auth import MAX_SERVICES, AuthError, AuthFailed, Hello, relay_handshake
 from .lifecycle import Tracker, announce
 from .limits import Counter, FailureLimiter, SummaryLog
+from .link import LINK_CONFIG
 from .metrics import Metric
 from .pipe import PipeResult, Pipes, StreamEnd, TcpEnd
 from .protocol import TunnelProtocolError, error_message, get_str, read_message, write_message
@@ -137,9 +137,9 @@ class Relay:
 
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
-        config = Config()
+        config = LINK_CONFIG
         if options.keepalive:
-            config = Config(
+            config = LINK_CONFIG.replace(
                 keepalive_interval=options.keepalive, idle_timeout=3 * options.keepalive
             )
         self._config = config
