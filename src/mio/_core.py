@@ -331,7 +331,7 @@ class SessionCore(Generic[S]):
         cancellation with ``CANCEL``."""
         # The task made for this coroutine (Session: stream._handled; others ask asyncio, as
         # does a Session whose task factory runs the coroutine inside create_task: True).
-        task = getattr(stream, "_handled", None)
+        task = stream._handled  # type: ignore[attr-defined]
         if task is None or task is True:
             task = asyncio.current_task()
         stream._handler_task = task  # type: ignore[attr-defined]
@@ -348,7 +348,7 @@ class SessionCore(Generic[S]):
             log.exception("stream handler failed on stream %d", stream._id)
             self._abandon(stream, ErrorCode.INTERNAL_ERROR)
         else:
-            if getattr(stream, "_protocol", None) is None:  # else handed to a StreamProtocol
+            if stream._protocol is None:  # type: ignore[attr-defined]  # else a StreamProtocol has it
                 stream.close()
         finally:
             stream._handler_task = None  # type: ignore[attr-defined]
@@ -356,7 +356,7 @@ class SessionCore(Generic[S]):
             tasks = self._handler_tasks  # _handler_done, inlined (once per stream)
             tasks.discard(task)
             if not tasks and self._handlers_deadline is not None:
-                self._handler_done(task)  # type: ignore[arg-type]
+                self._handler_done(task)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handler_tasks.discard(task)

@@ -152,6 +152,11 @@ class QuicStream(StreamCore):
     ``serve`` handler; never constructed directly.
     """
 
+    # What StreamCore._run_handler reads on every stream (a Session's Stream has them as
+    # slots): no task handed over in advance, never a StreamProtocol.
+    _handled: asyncio.Task[None] | bool | None = None
+    _protocol: None = None
+
     def __init__(self, session: QuicSession, stream_id: int, outbound: bool) -> None:
         self._session = session
         self._quic = session._quic

@@ -163,6 +163,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._handler = cast("Callable[[Stream], Awaitable[None]] | None", handler)
         self._codec: ModuleType = _codec if _codec is not None else _impl
         frame = self._codec.frame
+        # the window classes every Stream makes (one lookup here, not two per stream)
+        self._recv_window = self._codec.window.RecvWindow
+        self._send_window = self._codec.window.SendWindow
         self._streams: dict[int, Stream] = {}
         # DATA for a stream in the table goes straight to Stream._feed (see FrameDecoder)
         self._decoder = frame.FrameDecoder(
@@ -760,7 +763,8 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self.streams_refused += 1
             self._answer_rst(sid, ErrorCode.REFUSED)
             return
-        self._recent_resets.pop(sid, None)
+        if self._recent_resets:
+            self._recent_resets.pop(sid, None)
         stream = Stream(self, sid, window, cfg.max_window)
         self._streams[sid] = stream
         self._remote_count += 1

@@ -104,8 +104,8 @@ class Stream(StreamCore):
         self._session = session
         self._id = stream_id
         self._loop = session._loop
-        self._recv = session._codec.window.RecvWindow(window, max(window, max_window))
-        self._send = session._codec.window.SendWindow(window)
+        self._recv = session._recv_window(window, max_window if max_window > window else window)
+        self._send = session._send_window(window)
         # Received payloads, oldest first; the first ``_head`` bytes of ``_chunks[0]`` were
         # already read (an offset instead of a slice: no copy, and no exported view that
         # would pin a bytearray).
@@ -271,6 +271,7 @@ class Stream(StreamCore):
         head = self._head
         avail = len(first) - head
         if n < avail:
+            taken = n
             end = head + n
             if type(first) is bytes:
                 data = first[head:end]
@@ -285,6 +286,7 @@ class Stream(StreamCore):
         elif not head and (n == avail or len(chunks) == 1):
             chunks.popleft()  # the whole first chunk, all there is or all that was asked
             data = first if type(first) is bytes else bytes(first)
+            taken = avail
         else:
             # Views, not copies: the join below is the one copy (the views die with
             # ``parts``, so a bytearray left at the head is not pinned).
@@ -305,7 +307,7 @@ class Stream(StreamCore):
             self._head = head
             only = parts[0]
             data = only if len(parts) == 1 and type(only) is bytes else b"".join(parts)
-        taken = len(data)
+            taken = got
         self._size -= taken
         session = self._session
         budget = session._budget
