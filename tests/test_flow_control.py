@@ -279,3 +279,41 @@ async def test_window_increments_above_the_24_bit_limit_are_split() -> None:
         assert (first.value, second.value) == (window, window)  # window read + growth
         assert stream.recv_window == 2 * window
         await raw.close()
+
+
+async def test_a_bulk_stream_queues_at_most_max_window_ahead_by_default(loop_kind: str) -> None:
+    """The default Config over loopback TCP: a bulk stream whose reader keeps up has its
+    window auto-tuned up to max_window (512 KiB) and no further, so the writer never has
+    more than that in flight ahead of other streams' messages (W4, Config.max_window)."""
+    config = mio.Config()
+    assert config.max_window == 512 * 1024
+    windows: list[int] = []
+    total = 0
+
+    async def sink(stream: mio.Stream) -> None:
+        nonlocal total
+        async for chunk in stream:
+            total += len(chunk)
+            windows.append(stream._recv.window)
+        await stream.send(b"done")
+
+    server = await mio.serve(sink, "127.0.0.1", 0)
+    client = await mio.connect("127.0.0.1", server.port)
+    try:
+        stream = await client.open_stream()
+        credit = []
+        data = b"x" * CHUNK
+        for _ in range(256):  # 16 MiB
+            credit.append(stream._send.available)
+            stream.write(data)
+            await stream.drain()
+        stream.write_eof()
+        assert await stream.read() == b"done"
+        assert total == 256 * CHUNK
+        assert max(windows) == config.max_window  # grown to the ceiling ...
+        assert max(credit) <= config.max_window  # ... and never beyond it
+    finally:
+        client.close()
+        await client.wait_closed()
+        server.close()
+        await server.wait_closed()
