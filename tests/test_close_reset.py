@@ -418,3 +418,31 @@ async def test_session_graceful_closes_at_once_on_an_exception() -> None:
         await eventually(lambda: server.is_closed)
         assert server.close_error is not None
         assert server.close_error.code == ErrorCode.INTERNAL_ERROR
+
+
+async def test_async_for_ends_at_eof_and_raises_a_reset(loop_kind: str) -> None:
+    """``async for`` yields everything, then stops at the peer's half-close; on a stream the
+    peer reset it raises the reset (once what arrived before it was read); ``anext()`` at
+    the end raises ``StopAsyncIteration``, as often as it is called."""
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"hi")
+        peer = await server.accept_stream()
+        peer.write(b"one")
+        peer.write_eof()
+        got = [chunk async for chunk in stream]
+        assert b"".join(got) == b"one"
+        for _ in range(2):
+            with pytest.raises(StopAsyncIteration):
+                await anext(stream)
+
+        stream = await client.open_stream()
+        stream.write(b"hi")
+        peer = await server.accept_stream()
+        peer.reset(ErrorCode.CANCEL)
+        with pytest.raises(mio.StreamResetError) as info:
+            async for _chunk in stream:
+                pass
+        assert info.value.code == ErrorCode.CANCEL
+        with pytest.raises(mio.StreamResetError):
+            await anext(stream)
