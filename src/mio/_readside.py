@@ -8,7 +8,6 @@ transports read identically. The stream class provides the buffer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 
 __all__ = ("LINE_LIMIT", "ReadSide")
 
@@ -201,20 +200,12 @@ class ReadSide:
     def __aiter__(self) -> ReadSide:
         return self
 
-    def __anext__(self) -> Awaitable[bytes]:
+    async def __anext__(self) -> bytes:
         """``async for chunk in stream``: chunks of at most 64 KiB until end of stream.
 
         The stream is its own iterator (no async generator: those cost a loop hook, a weak
-        reference set entry and a finalizer per stream). At the end of the stream it raises
-        ``StopAsyncIteration`` (or the stream's error) at once, without a coroutine.
+        reference set entry and a finalizer per stream).
         """
-        if not self._size and self._eof:
-            if self._error is not None:
-                raise self._error
-            raise StopAsyncIteration
-        return self._next_chunk()
-
-    async def _next_chunk(self) -> bytes:
         while not self._size:
             if self._eof:
                 if self._error is not None:
