@@ -27,7 +27,7 @@ from mio.tunnel.agent import Agent
 from mio.tunnel.forward import Forwarder, ForwardOptions
 from mio.tunnel.link import LINK_CONFIG, LinkOptions
 from mio.tunnel.pipe import CHUNK_SIZE, Pipe, Pipes, StreamEnd, TcpEnd
-from mio.tunnel.relay import Relay
+from mio.tunnel.relay import Relay, RelayOptions
 
 KEY = SECRET.encode()
 #: Bytes a sender may push into a tunnel whose receiver does not read before it must
@@ -611,3 +611,17 @@ async def test_stream_eof_first_then_service_eof_and_close_is_a_clean_end() -> N
         await server.wait_closed()
         service_server.close()
         await service_server.wait_closed()
+
+
+def test_links_grow_stream_windows_to_1_mib_on_both_ends() -> None:
+    """docs/TUNNEL.md: relay and agent sessions use LINK_CONFIG (stream windows up to 1 MiB,
+    twice Config's default), with or without keepalives."""
+    assert LINK_CONFIG.max_window == 1024 * 1024 == 2 * mio.Config().max_window
+    for keepalive in (None, 5.0):
+        link = LinkOptions(
+            host=HOST, port=1, secret=KEY, role="agent", name="a", keepalive=keepalive
+        )
+        relay = Relay(RelayOptions(host=HOST, port=0, publics=[], secret=KEY, keepalive=keepalive))
+        for config in (link.session_config(), relay._config):
+            assert config.max_window == LINK_CONFIG.max_window
+            assert config.keepalive_interval == keepalive
