@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,8 @@ class ListenError(OSError):
 
 #: The first octet of a TLS handshake record (a MIO frame starts with a stream id < 2**31,
 #: in practice 0x00).
+log = logging.getLogger("mio.tunnel.relay")  # the relay's log: it admits its agents
+
 TLS_HANDSHAKE = 0x16
 #: Listen backlog of the agent listener.
 BACKLOG = 128
@@ -119,6 +122,34 @@ async def peek(sock: socket.socket, timeout: float) -> bytes:
             await asyncio.wait_for(readable, max(0.0, deadline - loop.time()))
         finally:
             loop.remove_reader(fd)
+
+
+async def first_octet(
+    sock: socket.socket, origin: str, timeout: float, auth_timeout: float
+) -> bytes | None:
+    """The first octet an accepted peer sent (left in the socket, to tell TLS from plain),
+    or None, the socket closed and the reason logged: nothing came within ``timeout``
+    (reset; ``auth_timeout`` is the limit the log line names) or the peer went away."""
+    try:
+        first = await peek(sock, timeout)
+    except TimeoutError:
+        log.warning("%s: no authentication within %g s: dropping it", origin, auth_timeout)
+        reset(sock)
+        return None
+    if not first:
+        log.debug("%s: disconnected before authenticating", origin)
+        sock.close()
+        return None
+    return first
+
+
+def refuse_tls(sock: socket.socket) -> None:
+    """A TLS ClientHello on a plain listener: answer with something that is not a TLS
+    record, so the peer's TLS library reports a protocol error at once (rather than a
+    reset, which the relay's limits also cause), and close."""
+    with contextlib.suppress(OSError):
+        sock.send(NOT_TLS_ANSWER)
+    sock.close()
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

@@ -28,12 +28,12 @@ from ..wire import ErrorCode
 from .addr import format_address, validate_name
 from .admission import (
     BACKLOG,
-    NOT_TLS_ANSWER,
     TLS_HANDSHAKE,
     TLS_REQUIRED,
     ListenError,
+    first_octet,
     listen,
-    peek,
+    refuse_tls,
     reset,
     tell_tls_required,
 )
@@ -508,15 +508,8 @@ class Relay:
         ``deadline``; None when the peer went away, timed out or speaks the wrong protocol."""
         opts = self.options
         loop = asyncio.get_running_loop()
-        try:
-            first = await peek(sock, max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            log.warning("%s: no authentication within %g s: dropping it", origin, opts.auth_timeout)
-            reset(sock)
-            return None
-        if not first:
-            log.debug("%s: disconnected before authenticating", origin)
-            sock.close()
+        first = await first_octet(sock, origin, max(0.0, deadline - loop.time()), opts.auth_timeout)
+        if first is None:
             return None
         speaks_tls = first[0] == TLS_HANDSHAKE
         if speaks_tls and opts.ssl is None:
@@ -525,11 +518,7 @@ class Relay:
                 "--tls-key, or drop --tls/--tls-ca/--tls-fingerprint on that peer",
                 origin,
             )
-            # Not a TLS record: the peer's TLS library reports a protocol error at once
-            # (rather than a reset, which the relay's limits also cause).
-            with contextlib.suppress(OSError):
-                sock.send(NOT_TLS_ANSWER)
-            sock.close()
+            refuse_tls(sock)
             return None
         if opts.ssl is not None and not speaks_tls:
             log.warning(

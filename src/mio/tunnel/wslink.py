@@ -49,7 +49,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
 from .. import _ws
 from .._version import __version__
 from ..session import Session
-from .admission import NOT_TLS_ANSWER, TLS_HANDSHAKE, peek, reset
+from .admission import TLS_HANDSHAKE, first_octet, refuse_tls, reset
 from .auth import Mismatch
 from .wsaddr import Proxy, RelayURL
 
@@ -216,15 +216,8 @@ async def accept(
     logged) when the peer went away, was too slow, or asked for something else."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    try:
-        first = await peek(sock, timeout)
-    except TimeoutError:
-        log.warning("%s: no authentication within %g s: dropping it", origin, timeout)
-        reset(sock)
-        return None
-    if not first:
-        log.debug("%s: disconnected before authenticating", origin)
-        sock.close()
+    first = await first_octet(sock, origin, timeout, timeout)
+    if first is None:
         return None
     speaks_tls = first[0] == TLS_HANDSHAKE
     if speaks_tls and context is None:
@@ -233,9 +226,7 @@ async def accept(
             "give the relay --tls-cert and --tls-key, or use ws:// on that peer",
             origin,
         )
-        with contextlib.suppress(OSError):
-            sock.send(NOT_TLS_ANSWER)
-        sock.close()
+        refuse_tls(sock)
         return None
     if context is not None and not speaks_tls:
         log.warning(
