@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 import pytest
-from session_util import echo
+from session_util import echo, roundtrip
 
 import mio
 from mio import _oneport as oneport
@@ -65,6 +65,17 @@ def open_fds() -> int:
     return count
 
 
+async def echo_once(port: int) -> None:
+    """One stream through an echo server on 127.0.0.1:``port``."""
+    session = await mio.connect("127.0.0.1", port)
+    try:
+        stream = await session.open_stream()
+        assert await roundtrip(stream, b"ping") == b"ping"
+    finally:
+        session.close()
+        await session.wait_closed()
+
+
 @needs_ipv6
 async def test_a_port_taken_between_probe_and_bind_is_picked_again(
     monkeypatch: pytest.MonkeyPatch,
@@ -117,13 +128,7 @@ async def test_two_addresses_of_one_family_keep_a_port_each(loop_kind: str) -> N
         assert len(listening) == 2
         assert None not in server.sockets
         for port in listening:
-            session = await mio.connect("127.0.0.1", port)
-            stream = await session.open_stream()
-            stream.write(b"ping")
-            stream.write_eof()
-            assert await stream.read() == b"ping"
-            session.close()
-            await session.wait_closed()
+            await echo_once(port)
     finally:
         server.close()
         await server.wait_closed()
@@ -140,13 +145,7 @@ async def test_serve_on_a_socket_the_caller_bound(loop_kind: str) -> None:
     server = await mio.serve(echo, sock=sock)
     try:
         assert server.port == port
-        session = await mio.connect("127.0.0.1", port)
-        stream = await session.open_stream()
-        stream.write(b"ping")
-        stream.write_eof()
-        assert await stream.read() == b"ping"
-        session.close()
-        await session.wait_closed()
+        await echo_once(port)
     finally:
         server.close()
         await server.wait_closed()
