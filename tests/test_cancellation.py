@@ -175,3 +175,25 @@ async def test_a_read_closed_without_cancelling_leaves_no_reader_behind(loop_kin
             peer.write(b"ab\n")
             assert await asyncio.wait_for(stream.readexactly(3), 5) == b"ab\n"
         assert await peer.readexactly(1) == b"x"
+
+
+async def test_closing_a_woken_but_never_resumed_read_leaves_the_next_reader_alone(
+    loop_kind: str,
+) -> None:
+    """Read A is woken (its future done, the stream's waiter cleared) but never resumed;
+    read B waits next. Closing A afterwards must not drop B's waiter: B still gets data."""
+    async with mio_pair(None) as (client, server):
+        stream = await client.open_stream()
+        stream.write(b"x")
+        peer = await server.accept_stream()
+        first = stream.read(10)
+        first.send(None)  # A waits
+        peer.write(b"ab")
+        await eventually(lambda: stream._size == 2)  # A's future is done; A never resumes
+        assert await stream.read(10) == b"ab"
+        second = asyncio.ensure_future(stream.read(10))  # B waits
+        await asyncio.sleep(0.01)
+        first.close()
+        peer.write(b"cd")
+        assert await asyncio.wait_for(second, 5) == b"cd"
+        assert await peer.readexactly(1) == b"x"

@@ -4,6 +4,7 @@ every socket the same port, so ``Server.port`` and the readiness lines are right
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from typing import Any
@@ -196,3 +197,78 @@ async def test_relay_on_every_address_with_port_0_uses_one_port_per_listener() -
             writer.close()
     finally:
         await relay.shutdown(0)
+
+
+async def test_a_failing_probe_closes_the_first_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error probing for a common port (no socket left: EMFILE, an address gone) closes
+    the server made on port 0 before it propagates: nothing is left listening."""
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Server] = []
+    listening: list[int] = []
+
+    async def create(port: int | None) -> Any:
+        made.append(await loop.create_server(asyncio.Protocol, None, port))
+        listening.append(len(made[-1].sockets))
+        return made[-1]
+
+    def probe(addresses: Any, port: int) -> int:
+        raise OSError(errno.EMFILE, "too many open files")
+
+    monkeypatch.setattr(oneport, "_probe", probe)
+    before = open_fds()
+    with pytest.raises(OSError, match="too many open files"):
+        await create_on_one_port(create, 0)
+    if listening[0] < 2:
+        pytest.skip("one address family here: no common port to probe for")
+    assert not made[0].is_serving()
+    assert open_fds() == before
+
+
+async def test_start_serving_that_cannot_listen_everywhere_accepts_nowhere(
+    loop_kind: str,
+) -> None:
+    """serve(..., start_serving=False) on a wildcard and a specific address of one family
+    with one fixed port: start_serving() fails on the second listen(), naming the address,
+    and the first address does not go on accepting."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = await mio.serve(echo, ["0.0.0.0", "127.0.0.1"], port, start_serving=False)
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on ") as info:
+            await server.start_serving()
+        assert info.value.errno == errno.EADDRINUSE
+        assert not server.is_serving()
+        # uvloop's server is closed (refused); a socket that did listen on asyncio's own
+        # loop queues the connection, but nobody serves it
+        try:
+            session = await mio.connect("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return
+        try:
+            stream = await session.open_stream()
+            stream.write(b"ping")
+            stream.write_eof()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.read(), 0.3)
+        finally:
+            session.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_fixed_port_that_cannot_listen_everywhere_fails_cleanly(loop_kind: str) -> None:
+    """One fixed port on a wildcard and a specific address of one family: serve() raises
+    EADDRINUSE on both loops (uvloop only marks the socket that failed listen()) and leaves
+    no socket behind."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    before = open_fds()
+    with pytest.raises(OSError, match="cannot listen on") as info:
+        await mio.serve(echo, ["0.0.0.0", "127.0.0.1"], port)
+    assert info.value.errno == errno.EADDRINUSE
+    assert open_fds() == before

@@ -8,8 +8,9 @@ address is found first with probe sockets (bound *and* listening, so a clash tha
 ``listen()`` reports is seen too), then the server is created again on that port.
 
 Addresses that cannot share a port are left as asyncio binds them (one port each): two of
-one family (``["0.0.0.0", "127.0.0.1"]``: the wildcard covers the other), or a server
-asyncio made with a listening socket missing (uvloop reports a failed ``listen()`` so).
+one family (``["0.0.0.0", "127.0.0.1"]``: the wildcard covers the other). A server made
+with a listening socket missing (uvloop's way of reporting a failed ``listen()``) is
+closed, with ``OSError``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ("create_on_one_port",)
+__all__ = ("create_on_one_port", "not_listening")
 
 _S = TypeVar("_S", bound=asyncio.AbstractServer)
 
@@ -58,6 +59,13 @@ def _probe(addresses: list[tuple[int, tuple[Any, ...]]], port: int) -> int:
             sock.close()
 
 
+def not_listening(server: asyncio.AbstractServer) -> bool:
+    """True if a listening socket of ``server`` failed: uvloop reports a failed ``listen()``
+    (an address in use) as ``None`` in ``server.sockets`` or a socket without a file
+    descriptor, where asyncio's own loop raises."""
+    return any(s is None or s.fileno() < 0 for s in _sockets(server))
+
+
 async def _close(server: asyncio.AbstractServer) -> None:
     server.close()
     with contextlib.suppress(Exception):
@@ -69,19 +77,23 @@ async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int |
     port when the addresses allow it (one per address family). Raises ``OSError``
     (EADDRINUSE) if no port is free on every address after a few picks."""
     server = await create(port)
+    if not_listening(server):
+        await _close(server)
+        raise OSError(errno.EADDRINUSE, "cannot listen on every address: an address is in use")
     if port != 0:  # a fixed port, or None (``sock=`` given, or asyncio's own default)
         return server
     sockets = _sockets(server)
-    if None in sockets:
-        await _close(server)
-        raise OSError(errno.EADDRINUSE, "a listening socket could not listen()")
     families = [s.family for s in sockets]
     if len(set(s.getsockname()[1] for s in sockets)) <= 1 or len(set(families)) < len(families):
         return server  # one port already, or addresses that cannot share one
     addresses = [(s.family, s.getsockname()) for s in sockets]
     for _ in range(_ATTEMPTS):
-        # A fresh pick (the server still holds its own ports, so none of those comes back)
-        chosen = _probe(addresses, 0)
+        # A fresh pick on every address (the server still holds its ports meanwhile)
+        try:
+            chosen = _probe(addresses, 0)
+        except BaseException:  # no socket to probe with (EMFILE), an address gone, ...
+            await _close(server)
+            raise
         if not chosen:
             continue
         await _close(server)
@@ -93,7 +105,7 @@ async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int |
             server = await create(0)
             continue
         sockets = _sockets(server)
-        if None not in sockets and len(set(s.getsockname()[1] for s in sockets)) == 1:
+        if not not_listening(server) and len(set(s.getsockname()[1] for s in sockets)) == 1:
             return server
     await _close(server)
     raise OSError(

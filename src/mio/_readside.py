@@ -77,10 +77,12 @@ class ReadSide:
                         if self._error is not None:
                             raise self._error
                         return parts[0] if len(parts) == 1 else b"".join(parts)
+                    fut = self._wait()
                     try:
-                        await self._wait()
-                    except GeneratorExit:  # closed, not cancelled: nobody waits now
-                        self._waiter = None  # type: ignore[misc]  # a slot
+                        await fut
+                    except GeneratorExit:  # closed, not cancelled: nobody waits on fut now
+                        if self._waiter is fut:
+                            self._waiter = None  # type: ignore[misc]  # a slot
                         raise
                 parts.append(self._take(self._size))
         if n == 0:
@@ -90,10 +92,12 @@ class ReadSide:
                 if self._error is not None:
                     raise self._error
                 return b""
+            fut = self._wait()
             try:
-                await self._wait()
-            except GeneratorExit:  # closed, not cancelled: nobody waits now
-                self._waiter = None  # type: ignore[misc]  # a slot
+                await fut
+            except GeneratorExit:  # closed, not cancelled: nobody waits on fut now
+                if self._waiter is fut:
+                    self._waiter = None  # type: ignore[misc]  # a slot
                 raise
         return self._take(n)
 
@@ -123,10 +127,12 @@ class ReadSide:
                     raise self._error
                 partial = self._take(self._size) if self._size else b""
                 raise asyncio.IncompleteReadError(partial, n)
+            fut = self._wait(n - self._size)
             try:
-                await self._wait(n - self._size)
-            except GeneratorExit:  # closed, not cancelled: nobody waits now
-                self._waiter = None  # type: ignore[misc]  # a slot
+                await fut
+            except GeneratorExit:  # closed, not cancelled: nobody waits on fut now
+                if self._waiter is fut:
+                    self._waiter = None  # type: ignore[misc]  # a slot
                 raise
         return self._take(n) if n else b""
 
@@ -176,10 +182,12 @@ class ReadSide:
                     raise self._error
                 partial = self._take(size) if size else b""
                 raise asyncio.IncompleteReadError(partial, None)
+            fut = self._wait()
             try:
-                await self._wait()
-            except GeneratorExit:  # closed, not cancelled: nobody waits now
-                self._waiter = None  # type: ignore[misc]  # a slot
+                await fut
+            except GeneratorExit:  # closed, not cancelled: nobody waits on fut now
+                if self._waiter is fut:
+                    self._waiter = None  # type: ignore[misc]  # a slot
                 raise
 
     async def readline(self, *, limit: int = LINE_LIMIT) -> bytes:
@@ -211,10 +219,12 @@ class ReadSide:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
+            fut = self._wait()
             try:
-                await self._wait()
-            except GeneratorExit:  # closed, not cancelled: nobody waits now
-                self._waiter = None  # type: ignore[misc]  # a slot
+                await fut
+            except GeneratorExit:  # closed, not cancelled: nobody waits on fut now
+                if self._waiter is fut:
+                    self._waiter = None  # type: ignore[misc]  # a slot
                 raise
         return self._take(_READ_CHUNK)
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._oneport import create_on_one_port
+from ._oneport import create_on_one_port, not_listening
 from ._summarylog import SummaryLog
 from .budget import MemoryBudget
 from .config import Config
@@ -312,6 +312,15 @@ class _Acceptor:
             # own accept loop does not log these either (outside debug mode).
             log.debug("incoming connection failed: %r", exc)
 
+    def stop(self) -> None:
+        """Stop accepting (the socket stays open: start() again resumes)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
     def _pause(self) -> None:
         if self._reading:
             self._loop.remove_reader(self._fd)
@@ -323,6 +332,15 @@ class _Acceptor:
         self._retry = None
         self._server._accept_resumes += 1
         self.start()
+
+
+def _check_listening(server: asyncio.Server) -> None:
+    """A listening socket failed its ``listen()`` and uvloop said so only in
+    ``server.sockets`` (see ``not_listening``): close the server and raise, as asyncio's
+    own loop would."""
+    if not_listening(server):
+        server.close()
+        raise OSError(errno.EADDRINUSE, "cannot listen on every address: an address is in use")
 
 
 def _format_peer(peer: Any) -> str:
@@ -395,7 +413,7 @@ class Server(SessionTracker[Session]):
             self._server = await create(
                 self._make_session, *args, ssl=ssl, start_serving=start, **kwargs
             )
-            return
+            return  # (create_on_one_port checked that every socket listens)
         # asyncio keeps the listening sockets (and closes them); mio accepts on duplicates.
         server = self._server = await create(
             self._make_session, *args, ssl=ssl, start_serving=False, **kwargs
@@ -421,7 +439,14 @@ class Server(SessionTracker[Session]):
     def _start_accepting(self) -> None:
         self._serving = True
         for acceptor in self._acceptors:
-            acceptor.start()
+            try:
+                acceptor.start()
+            except OSError as exc:  # listen() failed (an address in use): accept nowhere
+                self._serving = False
+                for started in self._acceptors:
+                    started.stop()
+                address = _format_peer(acceptor._sock.getsockname())
+                raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
 
     def _stop_accepting(self) -> None:
         self._serving = False
@@ -541,6 +566,7 @@ class Server(SessionTracker[Session]):
             self._start_accepting()
         else:
             await self._server.start_serving()
+            _check_listening(self._server)
 
     async def serve_forever(self) -> None:
         """Accept connections until cancelled, then stop listening (the sessions already
