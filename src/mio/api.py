@@ -271,12 +271,7 @@ class _Acceptor:
         if self._closed:
             return
         self._closed = True
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-            self._reading = False
+        self.stop()
         self._sock.close()
         for task in list(self._tasks):
             task.cancel()
