@@ -16,7 +16,6 @@ closed, with ``OSError``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import socket
 from collections.abc import Awaitable, Callable
@@ -66,10 +65,11 @@ def not_listening(server: asyncio.AbstractServer) -> bool:
     return any(s is None or s.fileno() < 0 for s in _sockets(server))
 
 
-async def _close(server: asyncio.AbstractServer) -> None:
+def _close(server: asyncio.AbstractServer) -> None:
+    # close() stops listening at once; not waiting for wait_closed(): on Python 3.12+ it also
+    # waits for connections the discarded server accepted meanwhile (none is expected: its
+    # port was never announced), which must not hold up the server that replaces it.
     server.close()
-    with contextlib.suppress(Exception):
-        await server.wait_closed()
 
 
 async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int | None) -> _S:
@@ -78,7 +78,7 @@ async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int |
     (EADDRINUSE) if no port is free on every address after a few picks."""
     server = await create(port)
     if not_listening(server):
-        await _close(server)
+        _close(server)
         raise OSError(errno.EADDRINUSE, "cannot listen on every address: an address is in use")
     if port != 0:  # a fixed port, or None (``sock=`` given, or asyncio's own default)
         return server
@@ -92,11 +92,11 @@ async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int |
         try:
             chosen = _probe(addresses, 0)
         except BaseException:  # no socket to probe with (EMFILE), an address gone, ...
-            await _close(server)
+            _close(server)
             raise
         if not chosen:
             continue
-        await _close(server)
+        _close(server)
         try:
             server = await create(chosen)
         except OSError as exc:  # taken between the probe and the bind: pick again
@@ -107,7 +107,7 @@ async def create_on_one_port(create: Callable[[Any], Awaitable[_S]], port: int |
         sockets = _sockets(server)
         if not not_listening(server) and len(set(s.getsockname()[1] for s in sockets)) == 1:
             return server
-    await _close(server)
+    _close(server)
     raise OSError(
         errno.EADDRINUSE, f"no port free on every listening address after {_ATTEMPTS} picks"
     )
