@@ -21,6 +21,7 @@ from typing import Any, Literal, cast, overload
 
 from . import _impl
 from ._core import FLUSH_THRESHOLD, SessionCore
+from ._wakeup_batch import WakeupBatch
 from .budget import MemoryBudget
 from .config import Config
 from .errors import (
@@ -150,6 +151,8 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._loop = asyncio.get_event_loop_policy().get_event_loop()
         # asyncio's own loop (not uvloop's): handler tasks are made as its create_task
         # makes them, without the call (see _on_open).
+        # Reads completed and handler tasks started: their callbacks batched (see _wakeup_batch).
+        self._wakeups = WakeupBatch(self._loop) if WakeupBatch.usable(self._loop) else None
         self._plain_loop = isinstance(self._loop, asyncio.BaseEventLoop) and hasattr(
             self._loop, "_task_factory"
         )
@@ -775,7 +778,9 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             loop = self._loop
             if self._plain_loop and loop._task_factory is None:  # type: ignore[attr-defined]
                 # loop.create_task's own work, less its closed-loop check (this loop runs)
-                task = _Task(self._run_handler(handler, stream), loop=loop)
+                coro = self._run_handler(handler, stream)
+                wakeups = self._wakeups
+                task = _Task(coro, loop=loop) if wakeups is None else wakeups.task(coro)
                 stream._handled = task
                 self._handler_tasks.add(task)
             else:

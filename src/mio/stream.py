@@ -670,12 +670,20 @@ class Stream(StreamCore):
                 self._eof = True
                 self._error = None
             if w is not None and not w.done():
-                w.set_result(None)
+                wakeups = self._session._wakeups
+                if wakeups is None:
+                    w.set_result(None)
+                else:
+                    wakeups.wake(w)
             if self._local_ended:
                 self._session._finish(self)
             return
         if w is not None and not w.done():
-            w.set_result(None)
+            wakeups = self._session._wakeups
+            if wakeups is None:
+                w.set_result(None)
+            else:
+                wakeups.wake(w)
 
     # ------------------------------------------------------------------ StreamProtocol
     def _attach(self, protocol: StreamProtocol) -> None:

@@ -23,6 +23,7 @@ import struct
 import zlib
 from typing import Any
 
+from ...config import Config
 from .. import common as C
 
 DEFAULT_OPTS: dict[str, Any] = {}
@@ -191,6 +192,9 @@ async def serve(opts: dict[str, Any], stats: dict[str, Any], verify: bool) -> di
 
 # ---------------------------------------------------------------------------- client side
 class BulkClient(asyncio.Protocol):
+    """W1 source: ``write`` + wait for ``resume_writing``, with the transport's high-water
+    mark at mio's own (``Config.write_buffer_high``, 1 MiB) so both queue as much ahead."""
+
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.done: asyncio.Future[bytes] = loop.create_future()
@@ -200,6 +204,7 @@ class BulkClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.t.set_write_buffer_limits(high=Config().write_buffer_high)
 
     def pause_writing(self) -> None:
         self.paused = True
