@@ -505,3 +505,48 @@ def test_bench_rejects_unknown_system(capsys: pytest.CaptureFixture[str]) -> Non
         cli.main(["bench", "--systems", "mio,nope"])
     assert info.value.code == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- --loop auto
+def test_loop_auto_is_uvloop_where_installed_else_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from mio._bench import common
+
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert common.resolve_loop("auto") == ("uvloop" if installed else "asyncio")
+    assert common.loop_available("auto") is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert common.resolve_loop("auto") == "asyncio"  # never fails for want of uvloop
+    loop = common.loop_factory("auto")()
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+    assert common.resolve_loop("uvloop") == "uvloop"  # an explicit choice is kept
+
+
+def test_echo_runs_on_the_loop_auto_picks() -> None:
+    import importlib.util
+
+    expect = "uvloop.Loop" if importlib.util.find_spec("uvloop") else "asyncio.unix_events."
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--loop", "auto"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"event loop: {expect}" in err

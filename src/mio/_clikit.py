@@ -186,14 +186,15 @@ def format_address(address: object) -> str:
 
 # ---------------------------------------------------------------------------- event loop
 def add_loop_argument(group: Any) -> None:
-    """``--loop asyncio|uvloop`` (default asyncio), on a parser or an argument group; run
-    the command with ``mio._bench.common.run_in_loop(args.loop, ...)`` after checking
+    """``--loop asyncio|uvloop|auto`` (default asyncio), on a parser or an argument group;
+    run the command with ``mio._bench.common.run_in_loop(args.loop, ...)`` after checking
     ``loop_available(args.loop)``."""
     group.add_argument(
         "--loop",
-        choices=["asyncio", "uvloop"],
+        choices=["asyncio", "uvloop", "auto"],
         default="asyncio",
-        help="event loop (default: %(default)s; uvloop needs the uvloop package)",
+        help="event loop (default: %(default)s; uvloop needs the uvloop package, auto "
+        "takes uvloop where it is installed and asyncio elsewhere)",
     )
 
 

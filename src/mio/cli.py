@@ -344,6 +344,8 @@ async def _echo_main(
     ``reuse_port``) and readiness is one byte on ``ready_fd`` instead of the listening line."""
     import mio
 
+    loop = asyncio.get_running_loop()
+    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
     budget = mio.MemoryBudget(args.memory_limit)
     host, listen_port = args.listen
     if port is None:

@@ -130,9 +130,16 @@ def latency_summary(lat_ns: list[int], prefix: str = "") -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- event loops
+def resolve_loop(name: str) -> str:
+    """``auto`` is uvloop where it can be used, else asyncio; other names are kept."""
+    if name == "auto":
+        return "uvloop" if loop_available("uvloop") is None else "asyncio"
+    return name
+
+
 def loop_available(name: str) -> str | None:
     """None if the event loop ``name`` can be used here, else why not."""
-    if name == "asyncio":
+    if name in ("asyncio", "auto"):
         return None
     if name == "uvloop":
         if sys.platform == "win32":
@@ -146,6 +153,8 @@ def loop_available(name: str) -> str | None:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes a new event loop of kind ``name`` (``asyncio``, ``uvloop``, ``auto``)."""
+    name = resolve_loop(name)
     if name == "uvloop":
         import uvloop
 
