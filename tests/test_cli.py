@@ -5,6 +5,7 @@ and a smoke run of ``mio bench`` (mio and raw TCP, asyncio, tiny totals)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -298,10 +299,11 @@ def test_echo_passes_limits_and_preset_to_serve(monkeypatch: pytest.MonkeyPatch)
 
 
 # ---------------------------------------------------------------------------- mio echo
-@pytest.fixture
-def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
+@contextlib.contextmanager
+def echo_process(*argv: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``mio echo --listen 127.0.0.1:0 ARGV...`` once it listens: (process, port)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--window", "64K", "-v"],
+        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -315,6 +317,12 @@ def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    with echo_process("--window", "64K", "-v") as server:
+        yield server
 
 
 async def test_echo_server_process(echo_server: tuple[subprocess.Popen[str], int]) -> None:
@@ -349,21 +357,8 @@ async def test_echo_server_process(echo_server: tuple[subprocess.Popen[str], int
 
 @pytest.fixture
 def one_session_echo_server() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--max-sessions", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the server prints it once ready
-        assert line.startswith("listening on 127.0.0.1:"), line
-        yield proc, int(line.rsplit(":", 1)[1])
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+    with echo_process("--max-sessions", "1") as server:
+        yield server
 
 
 async def test_echo_server_refuses_sessions_over_max_sessions(
@@ -532,21 +527,9 @@ def test_echo_runs_on_the_loop_auto_picks() -> None:
     import importlib.util
 
     expect = "uvloop.Loop" if importlib.util.find_spec("uvloop") else "asyncio.unix_events."
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mio", "echo", "--listen", "127.0.0.1:0", "--loop", "auto"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on 127.0.0.1:"), line
+    with echo_process("--loop", "auto") as (proc, _):
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
     assert f"event loop: {expect}" in err
