@@ -149,10 +149,10 @@ class Session(SessionCore[Stream], asyncio.BufferedProtocol):
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = asyncio.get_event_loop_policy().get_event_loop()
-        # asyncio's own loop (not uvloop's): handler tasks are made as its create_task
-        # makes them, without the call (see _on_open).
         # Reads completed and handler tasks started: their callbacks batched (see _wakeup_batch).
         self._wakeups = WakeupBatch(self._loop) if WakeupBatch.usable(self._loop) else None
+        # asyncio's own loop (not uvloop's): handler tasks are made as its create_task
+        # makes them, without the call (see _on_open).
         self._plain_loop = isinstance(self._loop, asyncio.BaseEventLoop) and hasattr(
             self._loop, "_task_factory"
         )
