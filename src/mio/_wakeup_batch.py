@@ -4,8 +4,8 @@ asyncio's ``BaseEventLoop.call_soon`` is Python code: each callback it schedules
 ``call_soon``, ``_check_closed``, ``_call_soon``, a ``Handle`` (whose ``__init__`` asks
 ``get_debug()``) and a turn of the ready queue: about 2,000 instructions on CPython 3.11.
 A session causes one such callback for every read it completes (the reader's task wakes
-up) and for every handler task it starts. Batched, they cost mio 111.3k instead of 115.0k
-instructions per W2 request and 63.8k instead of 67.9k per W3 round trip
+up) and for every handler task it starts. Batched, they cost mio 111.5k instead of 115.0k
+instructions per W2 request and 64.1k instead of 67.9k per W3 round trip
 (``benchmarks/instructions.sh``).
 
 asyncio's Future and Task look ``call_soon`` up on their loop each time they schedule a
