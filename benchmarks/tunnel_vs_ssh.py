@@ -17,11 +17,18 @@ From one run it reports, per system (direct TCP, ``ssh -R``, ``mio tunnel`` plai
 (d) resident memory of the tunnel's processes (relay + agent, or sshd + ssh) per idle
     tunneled connection, KiB, at 1000 connections.
 
+Below the table it prints each figure's *ceiling*: direct TCP ÷ ``ssh -R`` in the same run.
+No tunnel moves bytes or sets up connections faster than no tunnel through the same client,
+so a target of "N x ssh -R" above that ceiling cannot be met on the machine of the run. The
+client is one Python process; ``--client-loop uvloop`` runs it (and the echo service) on
+uvloop, which costs it less CPU per connection and so raises the (c) ceiling.
+
 Usage::
 
     python benchmarks/tunnel_vs_ssh.py            # 5 s per measurement
     python benchmarks/tunnel_vs_ssh.py --quick    # 1 s each, 200 idle connections for (d)
     python benchmarks/tunnel_vs_ssh.py --json results.json
+    python benchmarks/tunnel_vs_ssh.py --client-loop uvloop --systems direct,ssh,tls
 
 Loopback numbers on a shared machine are indicative only: run it on an idle host.
 """
@@ -466,21 +473,62 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+#: The figures compared with ``ssh -R``: (row key, label).
+FIGURES = (
+    ("a_MBps", "(a) 1 conn"),
+    ("b8_MBps", "(b) 8 conns"),
+    ("b100_MBps", "(b) 100 conns"),
+    ("c_conn_per_s", "(c) conn/s"),
+)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of ``rows``."""
+
     def fmt(value: Any, digits: int = 0) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
     lines = [
         "| system | (a) 1 conn MB/s | (b) 8 conns MB/s | (b) 100 conns MB/s "
-        "| (c) conn/s (1 KB) | (c) tunnel CPU µs/conn | (d) KiB per idle conn |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| (c) conn/s (1 KB) | (c) tunnel CPU µs/conn | (c) client CPU µs/conn "
+        "| (d) KiB per idle conn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['system']} | {fmt(r['a_MBps'])} | {fmt(r['b8_MBps'])} | "
             f"{fmt(r['b100_MBps'])} | {fmt(r['c_conn_per_s'])} | "
-            f"{fmt(r.get('c_tunnel_cpu_us_per_conn'))} | {fmt(r['d_KiB_per_conn'], 1)} |"
+            f"{fmt(r.get('c_tunnel_cpu_us_per_conn'))} | "
+            f"{fmt(r.get('c_harness_cpu_us_per_conn'))} | {fmt(r['d_KiB_per_conn'], 1)} |"
         )
+    return "\n".join(lines)
+
+
+def ceilings(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Direct TCP ÷ ``ssh -R`` per figure (empty without both rows): the most any tunnel
+    could reach against ``ssh -R`` through this client on this machine."""
+    by_name = {r["system"]: r for r in rows}
+    direct, ssh = by_name.get(Direct.name), by_name.get(SshR.name)
+    if direct is None or ssh is None:
+        return {}
+    return {key: direct[key] / ssh[key] for key, _ in FIGURES if direct[key] and ssh[key]}
+
+
+def ratios(rows: list[dict[str, Any]]) -> str:
+    """Each tunnel's figures ÷ ``ssh -R``'s, and the ceilings, as Markdown lines."""
+    ssh = next((r for r in rows if r["system"] == SshR.name), None)
+    if ssh is None:
+        return ""
+    lines = []
+    for r in rows:
+        if r["system"] in (Direct.name, SshR.name):
+            continue
+        parts = [f"{label} {r[key] / ssh[key]:.2f}x" for key, label in FIGURES if ssh[key]]
+        lines.append(f"- {r['system']} ÷ ssh -R: " + ", ".join(parts))
+    limits = ceilings(rows)
+    if limits:
+        parts = [f"{label} {limits[key]:.2f}x" for key, label in FIGURES if key in limits]
+        lines.append("- ceiling (direct TCP ÷ ssh -R, no tunnel can beat it): " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -496,9 +544,23 @@ def main() -> int:
         "uvloop rows need uvloop installed)",
     )
     parser.add_argument("--json", type=Path, help="write the rows as JSON to this file")
+    parser.add_argument(
+        "--client-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of this script's client and services (asyncio)",
+    )
     args = parser.parse_args()
-    rows = asyncio.run(run(args))
+    if args.client_loop == "uvloop":
+        import uvloop
+
+        rows = uvloop.run(run(args))
+    else:
+        rows = asyncio.run(run(args))
     print(table(rows))
+    print()
+    print(f"client loop: {args.client_loop}")
+    print(ratios(rows))
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
