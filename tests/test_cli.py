@@ -523,11 +523,12 @@ def test_loop_auto_is_uvloop_where_installed_else_asyncio(
     assert common.resolve_loop("uvloop") == "uvloop"  # an explicit choice is kept
 
 
-def test_echo_runs_on_the_loop_auto_picks() -> None:
+@pytest.mark.parametrize("argv", [("--loop", "auto"), ()], ids=["auto", "default"])
+def test_echo_runs_on_the_loop_auto_picks(argv: tuple[str, ...]) -> None:
     import importlib.util
 
     expect = "uvloop.Loop" if importlib.util.find_spec("uvloop") else "asyncio.unix_events."
-    with echo_process("--loop", "auto") as (proc, _):
+    with echo_process(*argv) as (proc, _):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert proc.stderr is not None

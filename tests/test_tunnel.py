@@ -273,6 +273,36 @@ async def test_relay_and_agent_run_on_uvloop(tunnel: Tunnel) -> None:
         assert "event loop: uvloop.Loop" in proc.log
 
 
+@posix
+@pytest.mark.timeout(30)
+async def test_relay_and_agent_run_on_asyncio_when_asked(tunnel: Tunnel) -> None:
+    # The default (--loop auto) is uvloop where it is installed, so most process tests here
+    # run uvloop; this one keeps asyncio's own loop covered end to end.
+    async with service(echo) as echo_addr:
+        relay = await tunnel.relay("relay", "--public", f"echo={HOST}:0", "--loop", "asyncio")
+        agent = await tunnel.agent(relay, "--service", f"echo={echo_addr}", "--loop", "asyncio")
+        port = await relay.port("public echo on")
+        await asyncio.gather(*(roundtrip(port, 256 * 1024) for _ in range(4)))
+    for proc in (relay, agent):
+        assert proc.popen.poll() is None
+        assert "event loop: asyncio.unix_events." in proc.log
+
+
+@posix
+@pytest.mark.timeout(30)
+async def test_relay_and_agent_default_to_uvloop_where_installed(tunnel: Tunnel) -> None:
+    import importlib.util
+
+    expect = "uvloop.Loop" if importlib.util.find_spec("uvloop") else "asyncio.unix_events."
+    async with service(echo) as echo_addr:
+        relay = await tunnel.relay("relay", "--public", f"echo={HOST}:0")
+        agent = await tunnel.agent(relay, "--service", f"echo={echo_addr}")
+        port = await relay.port("public echo on")
+        await roundtrip(port, 64 * 1024)
+    for proc in (relay, agent):
+        assert f"event loop: {expect}" in proc.log
+
+
 #: Tunneled connections open at once in the test below (docs/TUNNEL.md cites it).
 CONCURRENT = 300
 

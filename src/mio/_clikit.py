@@ -186,15 +186,16 @@ def format_address(address: object) -> str:
 
 # ---------------------------------------------------------------------------- event loop
 def add_loop_argument(group: Any) -> None:
-    """``--loop asyncio|uvloop|auto`` (default asyncio), on a parser or an argument group;
-    run the command with ``mio._bench.common.run_in_loop(args.loop, ...)`` after checking
+    """``--loop auto|asyncio|uvloop`` (default auto: uvloop where it is installed, as
+    uvicorn does), on a parser or an argument group; run the command with
+    ``mio._bench.common.run_in_loop(args.loop, ...)`` after checking
     ``loop_available(args.loop)``."""
     group.add_argument(
         "--loop",
-        choices=["asyncio", "uvloop", "auto"],
-        default="asyncio",
-        help="event loop (default: %(default)s; uvloop needs the uvloop package, auto "
-        "takes uvloop where it is installed and asyncio elsewhere)",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop (default: %(default)s, which takes uvloop where it is installed "
+        "(pip install 'mio-mux[uvloop]') and asyncio elsewhere; uvloop needs the package)",
     )
 
 
