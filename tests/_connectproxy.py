@@ -1,4 +1,5 @@
-"""A small real HTTP CONNECT proxy for the tests (asyncio, 127.0.0.1), Basic auth optional.
+"""A small real HTTP CONNECT proxy for the tests (asyncio, 127.0.0.1), Basic auth optional;
+with ``tls`` (a server context) it is an ``https://`` proxy, reached over TLS.
 
 It answers ``CONNECT host:port`` with ``200`` and then copies bytes both ways; with
 ``credentials`` set it wants ``Proxy-Authorization: Basic ...`` and answers ``407`` (with
@@ -11,13 +12,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 
 class ConnectProxy:
-    def __init__(self, credentials: tuple[str, str] | None = None, deny: bool = False) -> None:
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        deny: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.credentials = credentials
         self.deny = deny
+        self.tls = tls
         #: ``(target, status)`` of every CONNECT request, in order.
         self.requests: list[tuple[str, int]] = []
         self.carried = 0
@@ -30,10 +38,11 @@ class ConnectProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     def url(self, userinfo: str = "") -> str:
-        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
 
     async def close(self) -> None:
         assert self._server is not None
@@ -51,14 +60,23 @@ class ConnectProxy:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
+        except ssl.SSLError:
+            pass  # (a client that does not trust this proxy's certificate)
         finally:
             self._tasks.discard(task)
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        first = await reader.readexactly(1)
+        if not first.isalpha():  # not an HTTP request (a TLS ClientHello?): as squid does
+            self.requests.append(("?", 400))
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
+        rest = await reader.readuntil(b"\r\n\r\n")
+        head = (first + rest).decode("latin-1").split("\r\n")
         method, target, _ = head[0].split(" ", 2)
         headers = {}
         for line in head[1:]:
@@ -116,9 +134,11 @@ class ConnectProxy:
 
 @contextlib.asynccontextmanager
 async def connect_proxy(
-    credentials: tuple[str, str] | None = None, deny: bool = False
+    credentials: tuple[str, str] | None = None,
+    deny: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[ConnectProxy]:
-    proxy = ConnectProxy(credentials, deny)
+    proxy = ConnectProxy(credentials, deny, tls)
     await proxy.start()
     try:
         yield proxy

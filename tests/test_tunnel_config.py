@@ -115,15 +115,25 @@ def test_the_example_files_are_valid(tmp_path: Path) -> None:
         else:
             assert args.service == [("web", "127.0.0.1", 8000)]
             # Its commented WebSocket alternative is valid too.
-            ws = write(
-                tmp_path / "ws.toml",
-                example.replace("# relay = ", "relay = ", 1)
-                .replace('relay = "relay.example.com:7000"\n', "")
-                .replace("# proxy = ", "proxy = "),
+            over_ws = example.replace("# relay = ", "relay = ", 1).replace(
+                'relay = "relay.example.com:7000"\n', ""
             )
+            ws = write(tmp_path / "ws.toml", over_ws.replace("# proxy = ", "proxy = ", 1))
             args = resolve(command, "--config", ws)
             assert args.relay == parse_relay_url("wss://relay.example.com:8443/mio-tunnel")
             assert args.proxy == "http://user:password@proxy.example.com:3128"
+            assert args.proxy_ca is None
+            # And its https:// proxy alternative.
+            second = over_ws.split("# proxy = ", 2)[2]
+            https = write(
+                tmp_path / "wss.toml",
+                over_ws.replace("# proxy = " + second, "proxy = " + second).replace(
+                    "# proxy-ca = ", "proxy-ca = "
+                ),
+            )
+            args = resolve(command, "--config", https)
+            assert args.proxy == "https://user:password@proxy.example.com:3129"
+            assert args.proxy_ca == "company-ca.pem"
 
 
 @posix

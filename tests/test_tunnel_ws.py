@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -79,16 +80,22 @@ def test_proxy_addresses_hide_the_password() -> None:
     assert proxy.url == "http://alice:s%40cret@proxy.example:3128"
     assert str(proxy) == "http://proxy.example:3128"  # what the logs show
     assert parse_proxy("proxy.example").port == 8080
+    assert not parse_proxy("proxy.example").secure
+    secure = parse_proxy("https://bob:pw@tls-proxy.example")
+    assert (secure.secure, secure.port, secure.username) == (True, 443, "bob")
+    assert secure.url == "https://bob:pw@tls-proxy.example:443"
+    assert str(secure) == "https://tls-proxy.example:443"
+    assert parse_proxy("https://[::1]:8443").url == "https://[::1]:8443"
     for bad, why in [
-        ("https://proxy:443", "only http:// proxies"),
-        ("socks5://proxy:1080", "only http:// proxies"),
+        ("socks5://proxy:1080", "only http:// and https:// proxies"),
+        ("ftp://proxy:21", "only http:// and https:// proxies"),
         ("http://alice@proxy:3128", "USER:PASSWORD"),
-        ("http://proxy:3128/path", "no path"),
+        ("https://proxy:3128/path", "no path"),
     ]:
         with pytest.raises(ValueError, match=why):
             parse_proxy(bad)
-    with pytest.raises(ValueError, match=r"--proxy https://alice:\*\*\*@proxy") as info:
-        parse_proxy("https://alice:hunter2@proxy:443")
+    with pytest.raises(ValueError, match=r"--proxy socks5://alice:\*\*\*@proxy") as info:
+        parse_proxy("socks5://alice:hunter2@proxy:1080")
     assert "hunter2" not in str(info.value)
 
 
@@ -481,6 +488,101 @@ async def test_wss_through_a_proxy_on_uvloop(ws_tunnel: Tunnel, tmp_path: Path) 
             assert "event loop: uvloop.Loop" in proc.log
         for proc in (agent, relay):
             assert await proc.stop() == 0
+
+
+def proxy_tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """Server context of an https:// test proxy (its own CA, not the relay's) and the CA."""
+    (tmp_path / "proxy").mkdir()
+    cert, key, ca = tls_files(tmp_path / "proxy")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, ca
+
+
+@posix
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+async def test_wss_through_an_https_proxy(ws_tunnel: Tunnel, tmp_path: Path, loop: str) -> None:
+    # TLS to the proxy (its CA: --proxy-ca), and inside the CONNECT tunnel TLS to the relay
+    # (another CA: --tls-ca), with Basic credentials sent over the proxy's TLS.
+    cert, key, ca = tls_files(tmp_path)
+    proxy_context, proxy_ca = proxy_tls(tmp_path)
+    proxied = connect_proxy(("alice", "pw"), tls=proxy_context)
+    async with service(echo) as echo_addr, proxied as proxy:
+        relay, url = await ws_relay(
+            ws_tunnel, "--public", f"echo={HOST}:0", "--tls-cert", cert, "--tls-key", key
+        )
+        agent = ws_agent(
+            ws_tunnel, url, "--service", f"echo={echo_addr}", "--tls-ca", ca,
+            "--proxy", proxy.url("alice:pw"), "--proxy-ca", proxy_ca, "--loop", loop,
+        )  # fmt: skip
+        line = await agent.line("agent connected to")
+        assert line == f"agent connected to {url} via the proxy https://127.0.0.1:{proxy.port}"
+        ws_port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert proxy.requests == [(f"{HOST}:{ws_port}", 200)]
+        before = proxy.carried
+        await roundtrip(await relay.port("public echo on"), 2 * 1024 * 1024)
+        assert proxy.carried - before > 2 * 2 * 1024 * 1024
+        assert "alice:pw" not in agent.log
+        assert await agent.stop() == 0
+
+
+@posix
+@pytest.mark.timeout(60)
+async def test_https_proxy_errors_name_the_proxy(ws_tunnel: Tunnel, tmp_path: Path) -> None:
+    proxy_context, proxy_ca = proxy_tls(tmp_path)
+    async with service(echo) as echo_addr, connect_proxy(tls=proxy_context) as proxy:
+        relay, url = await ws_relay(ws_tunnel, "--public", f"echo={HOST}:0")
+        # Its certificate is not from a CA the system trusts: no --proxy-ca, no retrying.
+        untrusted = ws_agent(
+            ws_tunnel, url, "--service", f"echo={echo_addr}", "--proxy", proxy.url(),
+            name="untrusted",
+        )  # fmt: skip
+        assert await untrusted.wait(20) == cli.EXIT_AUTH
+        assert f"the proxy https://127.0.0.1:{proxy.port} has an untrusted TLS certificate" in (
+            untrusted.log
+        )
+        assert "give --proxy-ca FILE" in untrusted.log
+        assert "the relay" not in untrusted.log.split("untrusted TLS certificate")[0][-200:]
+        # The right CA: a ws:// relay through an https:// proxy.
+        trusted = ws_agent(
+            ws_tunnel, url, "--service", f"echo={echo_addr}", "--proxy", proxy.url(),
+            "--proxy-ca", proxy_ca, name="trusted",
+        )  # fmt: skip
+        await trusted.line("agent connected to")
+        await roundtrip(await relay.port("public echo on"), 64 * 1024)
+    # A plain HTTP proxy given as https://: said once per attempt, and retried.
+    async with connect_proxy() as plain:
+        wrong = ws_agent(
+            ws_tunnel, url, "--service", f"echo={echo_addr}",
+            "--proxy", plain.url().replace("http://", "https://"), name="wrong",
+        )  # fmt: skip
+        await wrong.wait_log("is it an https:// proxy (give --proxy http://")
+        assert wrong.popen.poll() is None  # still trying: the proxy may come back right
+
+
+def test_proxy_ca_needs_an_https_proxy(tmp_path: Path) -> None:
+    _, _, ca = tls_files(tmp_path)
+    base = [sys.executable, "-m", "mio.tunnel.cli", "agent", "--service", f"x={HOST}:1"]
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    env["MIO_TUNNEL_SECRET"] = "s" * 32
+    for extra in (
+        ["--relay", f"ws://{HOST}:1/", "--proxy", f"http://{HOST}:2", "--proxy-ca", ca],
+        ["--relay", f"ws://{HOST}:1/", "--proxy-ca", ca],
+        ["--relay", f"{HOST}:1", "--proxy-ca", ca],
+    ):
+        done = subprocess.run(
+            [*base, *extra], capture_output=True, text=True, timeout=30, env=env, check=False
+        )
+        assert done.returncode == cli.EXIT_USAGE, done.stderr
+        assert "--proxy-ca needs an https:// proxy" in done.stderr
+    missing = [*base, "--relay", f"wss://{HOST}:1/", "--proxy", f"https://{HOST}:2"]
+    done = subprocess.run(
+        [*missing, "--proxy-ca", str(tmp_path / "nope.pem")],
+        capture_output=True, text=True, timeout=30, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == cli.EXIT_USAGE, done.stderr
+    assert f"--proxy-ca {tmp_path / 'nope.pem'}: cannot read it" in done.stderr
 
 
 @posix

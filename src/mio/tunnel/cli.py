@@ -38,6 +38,7 @@ from .tls import (
     dialer_context,
     format_fingerprint,
     parse_fingerprint,
+    proxy_context,
     relay_context,
 )
 from .wsaddr import DEFAULT_PATH, RelayURL, choose_proxy, parse_relay_url
@@ -120,7 +121,7 @@ readiness line on stdout, after every successful (re)connection:
   agent connected to wss://HOST:PORT/PATH via the proxy http://HOST:PORT   (WebSocket)
 
 through an HTTP proxy: --relay wss://relay.example.com/mio-tunnel (the relay's
---ws-listen) with --proxy http://[USER:PASSWORD@]HOST:PORT, or $HTTPS_PROXY for wss://
+--ws-listen) with --proxy http[s]://[USER:PASSWORD@]HOST:PORT, or $HTTPS_PROXY for wss://
 ($HTTP_PROXY for ws://) unless $NO_PROXY lists the relay's host or --no-proxy is given.
 
 TLS: --tls-ca verifies the relay's certificate against a CA file (and the host name, or
@@ -310,8 +311,15 @@ def _add_dialer(parser: argparse.ArgumentParser) -> None:
         "--proxy",
         metavar="URL",
         help="reach a ws:// or wss:// relay through this HTTP proxy (CONNECT): "
-        "http://[USER:PASSWORD@]HOST[:PORT] (default: $HTTPS_PROXY for wss://, $HTTP_PROXY "
-        "for ws://, unless $NO_PROXY lists the relay's host)",
+        "http://[USER:PASSWORD@]HOST[:PORT], or https://... for a proxy reached over TLS "
+        "(default: $HTTPS_PROXY for wss://, $HTTP_PROXY for ws://, unless $NO_PROXY lists "
+        "the relay's host)",
+    )
+    group.add_argument(
+        "--proxy-ca",
+        metavar="FILE",
+        help="PEM CA certificates an https:// proxy's certificate must chain to (default: "
+        "the system's trusted CAs)",
     )
     group.add_argument(
         "--no-proxy",
@@ -648,6 +656,14 @@ def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) 
             raise ValueError(
                 "--proxy needs a WebSocket relay: --relay ws://HOST:PORT/PATH or wss://..."
             )
+    proxy_ssl = None
+    if proxy is not None and proxy.secure:
+        proxy_ssl = proxy_context(args.proxy_ca)
+    elif args.proxy_ca:
+        raise ValueError(
+            "--proxy-ca needs an https:// proxy (--proxy https://HOST:PORT, or $HTTPS_PROXY "
+            "for a wss:// relay)"
+        )
     context = None
     if args.tls or args.tls_ca or args.tls_fingerprint:
         context = dialer_context(args.tls_ca, args.tls_fingerprint)
@@ -681,6 +697,7 @@ def _link_options(args: argparse.Namespace, role: str, services: Sequence[str]) 
         backoff_max=args.backoff_max,
         websocket=websocket,
         proxy=proxy,
+        proxy_ssl=proxy_ssl,
     )
 
 

@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from ssl import SSLContext
 from typing import Any
 
 from ..api import connect
@@ -36,7 +37,7 @@ from .auth import (
 from .lifecycle import announce
 from .protocol import TunnelProtocolError
 from .tls import format_fingerprint, peer_certificate_digest
-from .wsaddr import Proxy, RelayURL
+from .wsaddr import Proxy, ProxyCertificateError, RelayURL
 
 __all__ = ("Backoff", "LinkOptions", "Link", "EXIT_AUTH", "EXIT_CONFIG")
 
@@ -102,6 +103,8 @@ class LinkOptions:
     websocket: RelayURL | None = None
     #: The HTTP proxy of a WebSocket link (see :func:`.wsaddr.choose_proxy`).
     proxy: Proxy | None = None
+    #: TLS context for an ``https://`` proxy (:func:`.tls.proxy_context`).
+    proxy_ssl: SSLContext | None = None  # (``ssl`` above is a field here)
 
     @property
     def address(self) -> str:
@@ -183,6 +186,9 @@ class Link:
                 except Mismatch as exc:
                     log.error("%s (relay %s)", exc, opts.address)
                     return EXIT_CONFIG
+                except ProxyCertificateError as exc:
+                    log.error("%s", exc)
+                    return EXIT_AUTH
                 except ssl.SSLCertVerificationError as exc:
                     log.error(
                         "the relay %s has an untrusted TLS certificate: %s",
@@ -310,6 +316,7 @@ class Link:
                 opts.server_name,
                 lambda: Session(client=True, config=config, handler=handler),
                 close_timeout=config.close_timeout,
+                proxy_ssl=opts.proxy_ssl,
             )
         kwargs: dict[str, Any] = {}
         if opts.ssl is not None:

@@ -11,6 +11,7 @@ __all__ = (
     "read_file",
     "relay_context",
     "dialer_context",
+    "proxy_context",
     "certificate_digest",
     "parse_fingerprint",
     "format_fingerprint",
@@ -68,6 +69,28 @@ def relay_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def _ca_context(option: str, ca_file: str) -> ssl.SSLContext:
+    """A client context trusting the PEM CA certificates of ``ca_file`` (given as
+    ``option``); a :class:`ValueError` naming both if they are unusable."""
+    if b"-----BEGIN CERTIFICATE-----" not in read_file(option, ca_file):
+        raise ValueError(f"{option} {ca_file}: no PEM certificate in it")
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:
+        raise ValueError(f"{option} {ca_file}: not a PEM CA file ({exc.reason or exc})") from None
+
+
+def proxy_context(ca_file: str | None) -> ssl.SSLContext:
+    """Client context for an ``https://`` proxy: its certificate must chain to ``ca_file``
+    (``--proxy-ca``) or else to the system's trust store, and match its host name."""
+    if ca_file is not None:
+        ctx = _ca_context("--proxy-ca", ca_file)
+    else:
+        ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def dialer_context(ca_file: str | None, pinned: bytes | None) -> ssl.SSLContext:
     """Client context of an agent or forwarder.
 
@@ -76,14 +99,7 @@ def dialer_context(ca_file: str | None, pinned: bytes | None) -> ssl.SSLContext:
     handshake, see :func:`peer_certificate_digest`); with neither, the system's trust store.
     """
     if ca_file is not None:
-        if b"-----BEGIN CERTIFICATE-----" not in read_file("--tls-ca", ca_file):
-            raise ValueError(f"--tls-ca {ca_file}: no PEM certificate in it")
-        try:
-            ctx = ssl.create_default_context(cafile=ca_file)
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"--tls-ca {ca_file}: not a PEM CA file ({exc.reason or exc})"
-            ) from None
+        ctx = _ca_context("--tls-ca", ca_file)
     elif pinned is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False

@@ -2,8 +2,9 @@
 
 ``--relay`` takes ``HOST:PORT`` (the relay's ``--listen``, raw mio over TCP/TLS) or a URL
 ``ws://HOST[:PORT][/PATH]`` / ``wss://HOST[:PORT][/PATH]`` (its ``--ws-listen``). A
-WebSocket link goes through the HTTP proxy of ``--proxy http://[USER:PASSWORD@]HOST:PORT``,
-or else the one in the environment: ``HTTPS_PROXY``/``https_proxy`` for ``wss://``,
+WebSocket link goes through the HTTP proxy of ``--proxy http://[USER:PASSWORD@]HOST:PORT``
+(``https://`` for a proxy reached over TLS, ``--proxy-ca`` if its certificate is not from
+a CA the system trusts), or else the one in the environment: ``HTTPS_PROXY``/``https_proxy`` for ``wss://``,
 ``HTTP_PROXY``/``http_proxy`` for ``ws://``, unless ``NO_PROXY``/``no_proxy`` lists the
 relay's host or ``--no-proxy`` is given. ``--proxy`` itself is never overridden by
 ``NO_PROXY``.
@@ -13,13 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 
 from .addr import format_address
 
-__all__ = ("DEFAULT_PATH", "RelayURL", "Proxy", "parse_relay_url", "parse_proxy", "choose_proxy")
+__all__ = (
+    "DEFAULT_PATH",
+    "RelayURL",
+    "Proxy",
+    "ProxyCertificateError",
+    "parse_relay_url",
+    "parse_proxy",
+    "choose_proxy",
+)
 
 #: The relay's ``--ws-path`` unless told otherwise (also the path of a URL without one).
 DEFAULT_PATH = "/mio-tunnel"
@@ -45,15 +55,23 @@ class RelayURL:
 
 @dataclasses.dataclass(frozen=True)
 class Proxy:
-    """An HTTP proxy (CONNECT). :attr:`url` holds the credentials, :meth:`__str__` not."""
+    """An HTTP proxy (CONNECT), reached over TLS when ``secure`` (``https://``).
+    :attr:`url` holds the credentials, :meth:`__str__` not."""
 
     url: str
     host: str
     port: int
     username: str | None
+    secure: bool = False
 
     def __str__(self) -> str:
-        return f"http://{format_address((self.host, self.port))}"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{format_address((self.host, self.port))}"
+
+
+class ProxyCertificateError(ssl.SSLCertVerificationError):
+    """An ``https://`` proxy's TLS certificate is not trusted; the message names the proxy,
+    why, and the option that fixes it (``--proxy-ca``)."""
 
 
 def parse_relay_url(text: str) -> RelayURL:
@@ -78,15 +96,17 @@ def parse_relay_url(text: str) -> RelayURL:
 
 
 def parse_proxy(text: str, origin: str = "--proxy") -> Proxy:
-    """Parse ``http://[USER:PASSWORD@]HOST[:PORT]`` (port 8080 by default; credentials
-    percent-encoded). Raises :class:`ValueError` naming ``origin``."""
+    """Parse ``http[s]://[USER:PASSWORD@]HOST[:PORT]`` (port 8080 for http://, 443 for
+    https://; credentials percent-encoded; no scheme means http://). Raises
+    :class:`ValueError` naming ``origin``."""
     value = text.strip()
     if "://" not in value:
         value = "http://" + value  # as curl and the environment variables allow
     parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme != "http":
+    if parsed.scheme not in ("http", "https"):
         raise ValueError(
-            f"{origin} {_hide(text)}: only http:// proxies (HTTP CONNECT) are supported"
+            f"{origin} {_hide(text)}: only http:// and https:// proxies (HTTP CONNECT) "
+            "are supported"
         )
     try:
         port = parsed.port
@@ -98,11 +118,12 @@ def parse_proxy(text: str, origin: str = "--proxy") -> Proxy:
         raise ValueError(f"{origin} {_hide(text)}: a proxy address has no path")
     if parsed.username is not None and parsed.password is None:
         raise ValueError(f"{origin} {_hide(text)}: give USER:PASSWORD, not only a user name")
-    port = port or 8080
+    secure = parsed.scheme == "https"
+    port = port or (443 if secure else 8080)
     netloc = format_address((parsed.hostname, port))
     if parsed.username is not None:
         netloc = f"{parsed.username}:{parsed.password}@{netloc}"
-    return Proxy(f"http://{netloc}", parsed.hostname, port, parsed.username)
+    return Proxy(f"{parsed.scheme}://{netloc}", parsed.hostname, port, parsed.username, secure)
 
 
 def choose_proxy(

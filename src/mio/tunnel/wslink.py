@@ -51,7 +51,7 @@ from .._version import __version__
 from ..session import Session
 from .admission import TLS_HANDSHAKE, first_octet, refuse_tls, reset
 from .auth import Mismatch
-from .wsaddr import Proxy, RelayURL
+from .wsaddr import Proxy, ProxyCertificateError, RelayURL
 
 __all__ = ("LinkError", "dial", "accept", "TLS_REQUIRED_WS", "USER_AGENT")
 
@@ -86,15 +86,67 @@ async def dial(
     server_name: str | None,
     make_session: Callable[[], Session],
     close_timeout: float = 5.0,
+    proxy_ssl: ssl.SSLContext | None = None,
 ) -> Session:
-    """Open the WebSocket to ``relay`` (through ``proxy``) and return the mio session over
+    """Open the WebSocket to ``relay`` (through ``proxy``; over TLS with ``proxy_ssl``, by
+    default the system's CAs, for an ``https://`` one) and return the mio session over
     it, made by ``make_session``. Raises :class:`LinkError` (or :class:`~.auth.Mismatch`
     for TLS on one side only, :class:`ssl.SSLCertVerificationError` for an untrusted
-    relay) with the culprit named; the caller bounds the time."""
+    relay, :class:`~.wsaddr.ProxyCertificateError` for an untrusted proxy) with the
+    culprit named; the caller bounds the time."""
     kwargs: dict[str, Any] = {}
     if relay.secure:
         kwargs["ssl"] = context if context is not None else ssl.create_default_context()
         kwargs["server_hostname"] = server_name or relay.host
+    if proxy is not None and proxy.secure:
+        proxy_ssl = proxy_ssl if proxy_ssl is not None else ssl.create_default_context()
+        kwargs["proxy_ssl"] = proxy_ssl
+    try:
+        return await _dial(relay, proxy, make_session, close_timeout, kwargs)
+    except (ssl.SSLError, LinkError) as exc:
+        cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+        if proxy is None or not proxy.secure or proxy_ssl is None:
+            raise
+        if not isinstance(cause, ssl.SSLError | ConnectionResetError):
+            raise
+        # TLS failed with the proxy or with the relay behind it: try the proxy alone.
+        culprit = await _proxy_tls_problem(proxy, proxy_ssl)
+        if culprit is not None:
+            raise culprit from exc
+        raise
+
+
+async def _proxy_tls_problem(proxy: Proxy, context: ssl.SSLContext) -> Exception | None:
+    """What is wrong with TLS to ``proxy`` on its own (None if a handshake works)."""
+    try:
+        async with asyncio.timeout(5.0):
+            _, writer = await asyncio.open_connection(proxy.host, proxy.port, ssl=context)
+    except ssl.SSLCertVerificationError as exc:
+        return ProxyCertificateError(
+            f"the proxy {proxy} has an untrusted TLS certificate: "
+            f"{exc.verify_message or exc}: give --proxy-ca FILE (its CA) or use the proxy's "
+            "http:// address"
+        )
+    except ssl.SSLError as exc:
+        return LinkError(
+            f"TLS with the proxy {proxy} failed ({exc.reason or exc}): is it an https:// "
+            "proxy (give --proxy http://... if it is a plain HTTP proxy)?"
+        )
+    except (OSError, TimeoutError):
+        return None  # (not a TLS problem: the first error said what happened)
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return None
+
+
+async def _dial(
+    relay: RelayURL,
+    proxy: Proxy | None,
+    make_session: Callable[[], Session],
+    close_timeout: float,
+    kwargs: dict[str, Any],
+) -> Session:
     try:
         connection = await ws_connect(
             relay.url,
