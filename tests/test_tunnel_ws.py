@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _connectproxy import connect_proxy
+from _connectproxy import ConnectProxy, connect_proxy
 from test_tunnel_metrics import scrape
 from tunnel_util import (
     DIALER_OPTS,
@@ -437,6 +437,20 @@ async def test_agent_and_forward_over_ws_carry_bulk_data_intact(ws_tunnel: Tunne
             assert await proc.stop() == 0
 
 
+async def through_the_proxy(
+    relay: Proc, agent: Proc, url: str, proxy: ConnectProxy, size: int
+) -> None:
+    """The agent says it reached ``url`` via ``proxy``, which saw one CONNECT to the relay,
+    and an echo of ``size`` octets through the tunnel really crosses the proxy."""
+    line = await agent.line("agent connected to")
+    assert line == f"agent connected to {url} via the proxy {proxy.url()}"
+    ws_port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert proxy.requests == [(f"{HOST}:{ws_port}", 200)]
+    before = proxy.carried
+    await roundtrip(await relay.port("public echo on"), size)
+    assert proxy.carried - before > 2 * size
+
+
 @posix
 @pytest.mark.timeout(40)
 async def test_wss_through_a_proxy_with_basic_auth(ws_tunnel: Tunnel, tmp_path: Path) -> None:
@@ -450,13 +464,7 @@ async def test_wss_through_a_proxy_with_basic_auth(ws_tunnel: Tunnel, tmp_path: 
             ws_tunnel, url, "--service", f"echo={echo_addr}", "--tls-ca", ca,
             "--proxy", proxy.url("alice:s3cret%3Ax"),
         )  # fmt: skip
-        line = await agent.line("agent connected to")
-        assert line == f"agent connected to {url} via the proxy http://127.0.0.1:{proxy.port}"
-        ws_port = int(url.rsplit(":", 1)[1].split("/")[0])
-        assert proxy.requests == [(f"{HOST}:{ws_port}", 200)]
-        before = proxy.carried
-        await roundtrip(await relay.port("public echo on"), 3 * 1024 * 1024)
-        assert proxy.carried - before > 2 * 3 * 1024 * 1024  # the tunnel really went through it
+        await through_the_proxy(relay, agent, url, proxy, 3 * 1024 * 1024)
         assert "s3cret" not in agent.log
         # The relay's fingerprint pins over wss:// too (channel binding included).
         fingerprint = (await relay.line("relay tls-fingerprint")).split()[-1]
@@ -516,13 +524,7 @@ async def test_wss_through_an_https_proxy(ws_tunnel: Tunnel, tmp_path: Path, loo
             ws_tunnel, url, "--service", f"echo={echo_addr}", "--tls-ca", ca,
             "--proxy", proxy.url("alice:pw"), "--proxy-ca", proxy_ca, "--loop", loop,
         )  # fmt: skip
-        line = await agent.line("agent connected to")
-        assert line == f"agent connected to {url} via the proxy https://127.0.0.1:{proxy.port}"
-        ws_port = int(url.rsplit(":", 1)[1].split("/")[0])
-        assert proxy.requests == [(f"{HOST}:{ws_port}", 200)]
-        before = proxy.carried
-        await roundtrip(await relay.port("public echo on"), 2 * 1024 * 1024)
-        assert proxy.carried - before > 2 * 2 * 1024 * 1024
+        await through_the_proxy(relay, agent, url, proxy, 2 * 1024 * 1024)
         assert "alice:pw" not in agent.log
         assert await agent.stop() == 0
 
